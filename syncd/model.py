@@ -215,18 +215,10 @@ class LookupRequest:
 # --- merge output -------------------------------------------------------------------------------
 
 
-class Field(StrEnum):
-    """The managed fields; numbers are tracked per slot as `number:<slot>`."""
-
-    email = "email"
-    title = "title"
-    remark = "remark"
-
-
 @dataclass(frozen=True, slots=True)
 class FieldChange:
     contact_id: int
-    field: str  # "email", "title", or "number:<slot>"
+    field: str  # "email", "title", or a number slot such as "mobile_number"
     old: str
     new: str
     source: str  # vendor name

@@ -1,0 +1,275 @@
+"""The one way syncd talks HTTP.
+
+Every service (the PBX and each vendor) gets a `ServiceClient`: one long-lived `httpx.AsyncClient` with
+its base URL, timeouts, User-Agent and TLS settings, plus
+- bounded concurrency (a semaphore) and its own rate limit (a token bucket);
+- retries on 429 (honouring Retry-After, and pausing the whole service, since vendors throttle per
+  account), on 5xx, timeouts and broken connections, with full-jitter exponential backoff and a cap;
+- errors that name the service and the reason, never a URL's query string, a header or a body.
+Responses with other statuses are returned for the caller to interpret.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json as jsonlib
+import math
+import random
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+
+from syncd import __version__
+from syncd.errors import MalformedResponse, ServiceUnavailable
+from syncd.logs import get_logger, redact
+
+log = get_logger("syncd.http")
+
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class HttpSettings:
+    service: str
+    base_url: str
+    timeout: float = 30.0  # read/write/pool timeout per request, seconds
+    connect_timeout: float = 10.0
+    verify: bool | str = True  # False, True or a CA bundle path
+    rate_per_second: float | None = None  # None = unlimited
+    burst: int = 1
+    max_concurrency: int = 8
+    max_attempts: int = 6  # first try included
+    backoff_base: float = 0.5
+    backoff_cap: float = 30.0
+    max_retry_after: float = 900.0  # a longer Retry-After means "try later": give up instead
+    user_agent: str = f"syncd/{__version__}"
+    retry_statuses: frozenset[int] = RETRY_STATUSES
+
+
+class RateLimiter:
+    """Async token bucket with a service-wide pause (used when the service answers 429)."""
+
+    def __init__(
+        self,
+        rate: float | None,
+        burst: int = 1,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.rate = rate
+        self.capacity = float(max(1, burst))
+        self._tokens = self.capacity
+        self._clock = clock
+        self._sleep = sleep
+        self._updated = clock()
+        self._paused_until = 0.0
+        self._lock = asyncio.Lock()
+
+    def pause(self, seconds: float) -> None:
+        until = self._clock() + seconds
+        if until > self._paused_until:
+            self._paused_until = until
+            self._tokens = 0.0  # after a 429, don't burst straight back in
+
+    async def acquire(self) -> None:
+        async with self._lock:
+            while True:
+                now = self._clock()
+                if now < self._paused_until:
+                    await self._sleep(self._paused_until - now)
+                    continue
+                if self.rate is None:
+                    return
+                self._tokens = min(self.capacity, self._tokens + (now - self._updated) * self.rate)
+                self._updated = now
+                if self._tokens >= 1.0:
+                    self._tokens -= 1.0
+                    return
+                await self._sleep((1.0 - self._tokens) / self.rate)
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header (delta-seconds or HTTP-date); None if absent/invalid."""
+    if value is None:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    if math.isnan(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def describe(request: httpx.Request) -> str:
+    """'GET /openapi/v1.0/company_contact/list': method and path only, never the query string."""
+    return f"{request.method} {request.url.path}"
+
+
+@dataclass
+class CallStats:
+    requests: int = 0  # HTTP exchanges attempted (retries included)
+    calls: int = 0  # logical calls made through `request`
+    retries: int = 0
+    throttled: int = 0
+    statuses: Counter[int] = field(default_factory=Counter)
+    errors: Counter[str] = field(default_factory=Counter)
+
+
+class ServiceClient:
+    def __init__(
+        self,
+        settings: HttpSettings,
+        *,
+        transport: httpx.AsyncBaseTransport | None = None,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rng: Callable[[], float] = random.random,
+        on_request: Callable[[str, int | None, str | None], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.service = settings.service
+        self._sleep = sleep
+        self._rng = rng
+        self._on_request = on_request
+        self.stats = CallStats()
+        self.limiter = RateLimiter(settings.rate_per_second, settings.burst, sleep=sleep)
+        self._semaphore = asyncio.Semaphore(settings.max_concurrency)
+        timeout = httpx.Timeout(settings.timeout, connect=settings.connect_timeout)
+        limits = httpx.Limits(
+            max_connections=settings.max_concurrency, max_keepalive_connections=settings.max_concurrency
+        )
+        self._client = httpx.AsyncClient(
+            base_url=settings.base_url,
+            timeout=timeout,
+            verify=settings.verify,
+            headers={"User-Agent": settings.user_agent},
+            transport=transport,
+            limits=limits,
+            follow_redirects=False,
+        )
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def __aenter__(self) -> ServiceClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def _backoff(self, attempt: int) -> float:
+        s = self.settings
+        return float(self._rng() * min(s.backoff_cap, s.backoff_base * 2.0**attempt))
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: Mapping[str, Any] | None = None,
+        json: Any = None,
+        content: bytes | str | None = None,
+        headers: Mapping[str, str] | None = None,
+        retry: bool = True,
+    ) -> httpx.Response:
+        """Send with rate limit, concurrency bound and retries; return the final response.
+
+        Raises `ServiceUnavailable` when retries are exhausted or the service is unreachable.
+        Statuses outside `retry_statuses` are returned as they are.
+        """
+        s = self.settings
+        self.stats.calls += 1
+        attempts = s.max_attempts if retry else 1
+        last_reason = "no attempt made"
+        for attempt in range(attempts):
+            async with self._semaphore:
+                await self.limiter.acquire()
+                request = self._client.build_request(
+                    method, url, params=params, json=json, content=content, headers=headers
+                )
+                what = describe(request)
+                self.stats.requests += 1
+                try:
+                    response = await self._client.send(request)
+                    await response.aread()
+                except httpx.TransportError as exc:
+                    kind = type(exc).__name__
+                    self.stats.errors[kind] += 1
+                    self._notify(None, kind)
+                    last_reason = f"{what}: {kind}: {redact(str(exc)) or 'no detail'}"
+                    delay = self._backoff(attempt)
+                    if attempt + 1 < attempts:
+                        self.stats.retries += 1
+                        log.warning(
+                            "http.retry",
+                            service=self.service,
+                            request=what,
+                            error=kind,
+                            attempt=attempt + 1,
+                            delay=round(delay, 3),
+                        )
+                        await self._sleep(delay)
+                    continue
+            status = response.status_code
+            self.stats.statuses[status] += 1
+            self._notify(status, None)
+            if status not in s.retry_statuses:
+                return response
+            retry_after = parse_retry_after(response.headers.get("Retry-After"))
+            if status == 429:
+                self.stats.throttled += 1
+                if retry_after is not None and retry_after > s.max_retry_after:
+                    raise ServiceUnavailable(
+                        self.service, f"{what}: throttled, Retry-After {retry_after:.0f}s", status=429
+                    )
+            last_reason = f"{what}: HTTP {status}"
+            if attempt + 1 >= attempts:
+                break
+            delay = retry_after if retry_after is not None else self._backoff(attempt)
+            if status == 429:
+                # throttling is per account at these vendors: hold every request of this service
+                self.limiter.pause(delay)
+            self.stats.retries += 1
+            log.warning(
+                "http.retry",
+                service=self.service,
+                request=what,
+                status=status,
+                attempt=attempt + 1,
+                delay=round(delay, 3),
+                retry_after=retry_after,
+            )
+            if status != 429:
+                await self._sleep(delay)
+        raise ServiceUnavailable(self.service, f"{last_reason} (gave up after {attempts} attempts)")
+
+    def _notify(self, status: int | None, error: str | None) -> None:
+        if self._on_request is not None:
+            self._on_request(self.service, status, error)
+
+
+def json_body(response: httpx.Response, service: str) -> Any:
+    """The response's JSON, or `MalformedResponse` for HTML pages, bad JSON or wrong content types."""
+    ctype = response.headers.get("content-type", "")
+    if "html" in ctype:
+        raise MalformedResponse(service, f"HTTP {response.status_code}: HTML page instead of JSON")
+    try:
+        return jsonlib.loads(response.content)
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedResponse(
+            service, f"HTTP {response.status_code}: invalid JSON ({type(exc).__name__})"
+        ) from None
