@@ -198,6 +198,10 @@ class EnrichmentResult:
     vendor_id: str | None = None  # the vendor's identity for the person (id or LinkedIn URL)
     credits: int = 0  # credits this answer cost, as the vendor reported it
     error: str | None = None  # reason when outcome is error (no secrets)
+    # How the person was identified when no vendor id was known: "email", "phone", "name_company".
+    # None when looked up by a known vendor id. A match is only `found` when name and company agree.
+    matched_by: str | None = None
+    match_confidence: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,39 @@
+"""The provider interface every vendor module implements.
+
+A provider turns a batch of `LookupRequest`s into one `EnrichmentResult` per request. It is an adapter:
+HTTP, auth and the vendor's response shape stay inside it; the waterfall, ledger and budgets do not.
+
+Failure contract:
+- a problem with one contact (not found, invalid id, malformed record) is that contact's result
+  (`Outcome.not_found` or `Outcome.error` with a reason), never an exception;
+- a problem with the whole call raises: `AuthError` (credentials refused), `OutOfCredits` (stop using this
+  vendor for the rest of the run), `ServiceUnavailable` (retries exhausted), `MalformedResponse` (the
+  whole body is unusable; the caller marks the batch as errors and goes on).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol, runtime_checkable
+
+from syncd.model import EnrichmentResult, LookupRequest, Vendor
+
+
+@runtime_checkable
+class Provider(Protocol):
+    vendor: Vendor
+    max_batch: int  # requests per `lookup` call that map to the vendor's batch maximum
+
+    def can_lookup(self, request: LookupRequest) -> bool:
+        """Whether this vendor can be asked about the contact at all (e.g. needs a known id)."""
+        ...
+
+    def max_cost(self, requests: Sequence[LookupRequest]) -> int:
+        """Upper bound of the credits a `lookup` of these requests may charge (budget check)."""
+        ...
+
+    async def lookup(self, requests: Sequence[LookupRequest]) -> list[EnrichmentResult]:
+        """One result per request, keyed by `contact_id`."""
+        ...
+
+    async def aclose(self) -> None: ...
