@@ -570,7 +570,7 @@ def test_validation_rules(
 def test_validation_limits_are_inclusive() -> None:
     sim = PbxSimulator(Dataset(1))
     with serve(sim) as api:
-        body = {
+        body: dict[str, Any] = {
             "id": 1,
             "first_name": "f" * 63,
             "last_name": "l" * 63,
