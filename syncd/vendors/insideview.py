@@ -44,7 +44,7 @@ import math
 import re
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -277,13 +277,22 @@ def parse_contact(record: Any) -> _Contact:
     )
 
 
-def _xml_to_obj(element: Any) -> Any:
+_XML_MAX_DEPTH = 16  # the documented shapes are 5 deep
+
+
+class _TooDeep(Exception):
+    pass
+
+
+def _xml_to_obj(element: Any, depth: int = 0) -> Any:
+    if depth > _XML_MAX_DEPTH:
+        raise _TooDeep
     children = list(element)
     if element.tag in _XML_LISTS:
-        return [_xml_to_obj(child) for child in children]
+        return [_xml_to_obj(child, depth + 1) for child in children]
     if not children:
         return (element.text or "").strip()
-    return {child.tag: _xml_to_obj(child) for child in children}
+    return {child.tag: _xml_to_obj(child, depth + 1) for child in children}
 
 
 def parse_xml(content: bytes, service: str) -> tuple[str, Any]:
@@ -294,7 +303,10 @@ def parse_xml(content: bytes, service: str) -> tuple[str, Any]:
         raise MalformedResponse(service, f"XML refused ({type(exc).__name__})") from None
     except SafeET.ParseError:
         raise MalformedResponse(service, "invalid XML") from None
-    return str(root.tag), _xml_to_obj(root)
+    try:
+        return str(root.tag), _xml_to_obj(root)
+    except _TooDeep:
+        raise MalformedResponse(service, "XML nested deeper than any documented shape") from None
 
 
 def decode_body(response: httpx.Response, service: str) -> tuple[str | None, Any]:
@@ -304,7 +316,10 @@ def decode_body(response: httpx.Response, service: str) -> tuple[str | None, Any
         raise MalformedResponse(service, f"HTTP {response.status_code}: HTML page instead of JSON or XML")
     if "xml" in ctype or ("json" not in ctype and response.content.lstrip()[:1] == b"<"):
         return parse_xml(response.content, service)
-    return None, json_body(response, service)
+    try:
+        return None, json_body(response, service)
+    except RecursionError:
+        raise MalformedResponse(service, "JSON nested too deeply") from None
 
 
 def _snippet(response: httpx.Response) -> str:
@@ -319,12 +334,6 @@ def _snippet(response: httpx.Response) -> str:
 class _Token:
     value: str
     refresh_at: datetime | None  # None: no usable expiry, keep until a 401
-
-
-@dataclass
-class _Plan:
-    ids: list[str] = field(default_factory=list)
-    requests: dict[str, list[LookupRequest]] = field(default_factory=dict)
 
 
 class InsideViewProvider:
@@ -383,21 +392,14 @@ class InsideViewProvider:
         return len({r.vendor_id.strip() for r in requests if r.vendor_id and r.vendor_id.strip()})
 
     async def lookup(self, requests: Sequence[LookupRequest]) -> list[EnrichmentResult]:
-        plan = _Plan()
-        for request in requests:
-            if not self.can_lookup(request):
-                continue
-            vid = (request.vendor_id or "").strip()
-            if vid not in plan.requests:
-                plan.ids.append(vid)
-                plan.requests[vid] = []
-            plan.requests[vid].append(request)
+        # distinct ids in request order: several PBX contacts may be linked to one InsideView person
+        ids = list(dict.fromkeys((r.vendor_id or "").strip() for r in requests if self.can_lookup(r)))
         answers: dict[str, _Answer] = {}
-        if plan.ids:
-            if len(plan.ids) >= self.job_threshold:
-                answers = await self._via_jobs(plan.ids)
+        if ids:
+            if len(ids) >= self.job_threshold:
+                answers = await self._via_jobs(ids)
             else:
-                answers = await self._via_bulk(plan.ids)
+                answers = await self._via_bulk(ids)
         now = self._clock()
         charged: set[str] = set()
         results: list[EnrichmentResult] = []

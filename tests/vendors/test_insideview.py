@@ -306,6 +306,10 @@ async def test_xml_bomb_is_malformed_not_a_hang() -> None:
     assert "XML refused" in str(caught.value)
     with pytest.raises(MalformedResponse):
         parse_xml(XML_BOMB.encode(), "insideview")
+    with pytest.raises(MalformedResponse):
+        parse_xml(b"<a>" * 5000 + b"</a>" * 5000, "insideview")
+    with pytest.raises(MalformedResponse):
+        parse_xml(b"<contactDetailsList><unclosed></contactDetailsList>", "insideview")
 
 
 async def test_out_of_quota_is_out_of_credits() -> None:
