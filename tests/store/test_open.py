@@ -1,0 +1,208 @@
+"""Opening a store: creation, SQLite settings, and clear errors for stores that cannot be used."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sqlite3
+import stat
+import subprocess
+import sys
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import event
+
+from syncd.errors import EXIT_TEMPFAIL, StoreError
+from syncd.model import Contact
+from syncd.store import StateStore
+
+from .conftest import PG_BASE, PG_SKIP, at, pg_answers
+
+
+def test_new_sqlite_store_is_private_and_configured(tmp_path: Path) -> None:
+    db = tmp_path / "deep" / "er" / "state.db"
+    store = StateStore.open(f"sqlite:///{db}")
+    try:
+        assert stat.S_IMODE(db.stat().st_mode) == 0o600  # it holds tokens
+        assert stat.S_IMODE(db.parent.stat().st_mode) == 0o700
+        with store.engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 10_000
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+        store.save_contacts([Contact.build(1)], at(0))
+        for side in ("-wal", "-shm"):
+            side_file = Path(str(db) + side)
+            if side_file.exists():
+                assert stat.S_IMODE(side_file.stat().st_mode) == 0o600
+        assert store.schema_revision() == "0002"
+    finally:
+        store.close()
+
+
+def test_reopen_keeps_data_and_existing_permissions(tmp_path: Path) -> None:
+    db = tmp_path / "state.db"
+    with StateStore.open(f"sqlite:///{db}") as store:
+        store.save_contacts([Contact.build(1, name="kept")], at(0))
+    db.chmod(0o640)
+    with StateStore.open(f"sqlite:///{db}") as store:
+        assert store.load_contacts()[1].name == "kept"
+    assert stat.S_IMODE(db.stat().st_mode) == 0o640
+
+
+def test_memory_store() -> None:
+    with StateStore.open("sqlite://") as store:
+        store.save_contacts([Contact.build(1)], at(0))
+        assert store.live_count() == 1
+        assert store.schema_revision() == "0002"
+
+
+def test_close_is_idempotent_and_use_after_close_is_an_error(store: StateStore) -> None:
+    store.close()
+    store.close()
+    with pytest.raises(StoreError, match="after close"):
+        store.live_count()
+
+
+def test_corrupt_sqlite_file(tmp_path: Path) -> None:
+    db = tmp_path / "state.db"
+    db.write_bytes(b"this is not an SQLite database, just bytes " * 200)
+    with pytest.raises(StoreError) as err:
+        StateStore.open(f"sqlite:///{db}")
+    msg = str(err.value)
+    assert str(db) in msg and "not a database" in msg and "Traceback" not in msg
+    assert err.value.exit_code == EXIT_TEMPFAIL
+
+
+def test_sqlite_file_with_a_damaged_header(tmp_path: Path) -> None:
+    db = tmp_path / "state.db"
+    with StateStore.open(f"sqlite:///{db}") as store:
+        store.save_contacts([Contact.build(i) for i in range(1, 200)], at(0))
+    data = bytearray(db.read_bytes())
+    data[0:16] = b"garbage garbage!"
+    db.write_bytes(bytes(data))
+    with pytest.raises(StoreError, match=str(db)):
+        StateStore.open(f"sqlite:///{db}")
+
+
+def test_database_path_is_a_directory(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="is a directory"):
+        StateStore.open(f"sqlite:///{tmp_path}")
+
+
+def test_parent_is_a_file(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(StoreError, match=f"{blocker / 'sub'}.*cannot create directory"):
+        StateStore.open(f"sqlite:///{blocker / 'sub' / 'state.db'}")
+
+
+def test_not_a_database_url() -> None:
+    with pytest.raises(StoreError, match="only sqlite and postgresql"):
+        StateStore.open("mysql://u@h/db")
+    with pytest.raises(StoreError, match="not a database URL"):
+        StateStore.open("/var/lib/syncd/state.db")
+
+
+def test_unreachable_postgres_is_a_store_error() -> None:
+    with pytest.raises(StoreError) as err:
+        StateStore.open("postgresql+psycopg://syncd:pw-SECRET@127.0.0.1:1/nothing?connect_timeout=5")
+    assert "127.0.0.1:1" in str(err.value)
+    assert "pw-SECRET" not in str(err.value)
+
+
+@pytest.mark.postgres
+def test_postgres_search_path_without_a_schema() -> None:
+    if not pg_answers():
+        pytest.skip(PG_SKIP)
+    with pytest.raises(StoreError, match="no schema"):
+        StateStore.open(f"{PG_BASE}?options=-csearch_path%3Dsyncd_t_does_not_exist")
+
+
+# --- permissions: run the opener without the power to bypass file modes --------------------------
+
+OPENER = textwrap.dedent(
+    """
+    import sys
+    from syncd.errors import StoreError
+    from syncd.store import StateStore
+    try:
+        StateStore.open(sys.argv[1]).close()
+    except StoreError as exc:
+        print("StoreError:", exc)
+    else:
+        print("opened")
+    """
+)
+
+
+def open_without_privileges(url: str) -> str:
+    cmd = [sys.executable, "-c", OPENER, url]
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root without setpriv: file modes cannot be enforced")
+        drop = "-dac_override,-dac_read_search,-fowner"
+        cmd = [setpriv, f"--inh-caps={drop}", f"--bounding-set={drop}", "--", *cmd]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=60, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    return done.stdout.strip()
+
+
+@pytest.fixture
+def locked_dir(tmp_path: Path) -> Iterator[Path]:
+    d = tmp_path / "ro"
+    d.mkdir()
+    yield d
+    d.chmod(0o700)
+    for f in d.iterdir():
+        f.chmod(0o600)
+
+
+def test_read_only_directory_for_a_new_store(locked_dir: Path) -> None:
+    locked_dir.chmod(0o500)
+    out = open_without_privileges(f"sqlite:///{locked_dir / 'sub' / 'state.db'}")
+    assert out.startswith("StoreError:") and str(locked_dir / "sub") in out and "Permission denied" in out
+
+
+def test_unreadable_store(locked_dir: Path) -> None:
+    db = locked_dir / "state.db"
+    StateStore.open(f"sqlite:///{db}").close()
+    db.chmod(0o000)
+    out = open_without_privileges(f"sqlite:///{db}")
+    assert out.startswith("StoreError:") and str(db) in out
+
+
+def test_read_only_store(locked_dir: Path) -> None:
+    db = locked_dir / "state.db"
+    StateStore.open(f"sqlite:///{db}").close()
+    db.chmod(0o400)
+    locked_dir.chmod(0o500)
+    out = open_without_privileges(f"sqlite:///{db}")
+    assert out.startswith("StoreError:") and str(db) in out
+    assert "permissions" in out
+
+
+def test_busy_database_is_a_store_error(tmp_path: Path) -> None:
+    """Another connection holding the write lock past the busy timeout: a StoreError, not sqlite3's own."""
+    db = tmp_path / "state.db"
+    store = StateStore.open(f"sqlite:///{db}")
+    other = sqlite3.connect(db, isolation_level=None)
+    try:
+
+        def short_timeout(dbapi_conn: sqlite3.Connection, _record: object) -> None:
+            dbapi_conn.execute("PRAGMA busy_timeout = 1")  # runs after the store's own settings
+
+        event.listen(store.engine, "connect", short_timeout)
+        store.engine.dispose()
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(StoreError, match=f"{db}.*database is locked"):
+            store.save_contacts([Contact.build(1)], at(0))
+        other.execute("ROLLBACK")
+        store.save_contacts([Contact.build(1)], at(0))
+    finally:
+        other.close()
+        store.close()
