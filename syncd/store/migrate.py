@@ -66,6 +66,13 @@ def _write_connection(engine: Engine) -> Connection:
 
 def upgrade(engine: Engine, where: str, target: str = "head") -> str:
     """Migrate to `target` (default: head) in one transaction; returns the revision reached."""
+    wanted = head_revision() if target == "head" else target
+    # the common case, an up-to-date store, takes no write lock (a running daemon may hold it)
+    with engine.connect() as conn, conn.begin():
+        current = current_revision(conn)
+    check_known(current, where)
+    if current == wanted:
+        return wanted
     with _write_connection(engine) as conn, conn.begin():
         if engine.dialect.name == "postgresql":
             database, schema = conn.execute(text("SELECT current_database(), current_schema()")).one()
@@ -76,9 +83,8 @@ def upgrade(engine: Engine, where: str, target: str = "head") -> str:
                 )
             key = advisory_key(str(database), str(schema)) ^ 1  # not the run lock's key
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
-        current = current_revision(conn)
+        current = current_revision(conn)  # again: another process may have migrated meanwhile
         check_known(current, where)
-        wanted = head_revision() if target == "head" else target
         if current != wanted:
             cfg = alembic_config()
             cfg.attributes["connection"] = conn

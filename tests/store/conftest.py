@@ -18,6 +18,7 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
 from syncd.store import StateStore
+from syncd.store.schema import metadata
 
 PG_HOST, PG_PORT = "127.0.0.1", 5432
 PG_BASE = f"postgresql+psycopg://postgres@{PG_HOST}:{PG_PORT}/test"
@@ -44,21 +45,62 @@ def pg_url(schema: str) -> str:
     return f"{PG_BASE}?options=-csearch_path%3D{schema}"
 
 
-@pytest.fixture
-def pg_schema() -> Iterator[str]:
-    """A fresh, empty PostgreSQL schema; yields its name."""
-    if not pg_answers():
-        pytest.skip(PG_SKIP)
+def _create_schema() -> str:
     name = f"syncd_t_{secrets.token_hex(6)}"
     admin = create_engine(PG_BASE, poolclass=NullPool)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{name}"'))
+    try:
+        with admin.begin() as conn:
+            conn.execute(text(f'CREATE SCHEMA "{name}"'))
+    finally:
+        admin.dispose()
+    return name
+
+
+def _drop_schema(name: str) -> None:
+    admin = create_engine(PG_BASE, poolclass=NullPool)
+    try:
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
+    finally:
+        admin.dispose()
+
+
+@pytest.fixture
+def pg_schema() -> Iterator[str]:
+    """A fresh, empty PostgreSQL schema of this test's own; yields its name."""
+    if not pg_answers():
+        pytest.skip(PG_SKIP)
+    name = _create_schema()
     try:
         yield name
     finally:
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA IF EXISTS "{name}" CASCADE'))
-        admin.dispose()
+        _drop_schema(name)
+
+
+@pytest.fixture(scope="session")
+def pg_ready_schema() -> Iterator[str]:
+    """One migrated schema for the session's ordinary store tests (emptied before each; see `store_url`).
+
+    Creating and migrating a schema per test costs more than the tests themselves."""
+    if not pg_answers():
+        pytest.skip(PG_SKIP)
+    name = _create_schema()
+    try:
+        StateStore.open(pg_url(name)).close()
+        yield name
+    finally:
+        _drop_schema(name)
+
+
+def _empty_tables(schema: str) -> None:
+    engine = create_engine(pg_url(schema), poolclass=NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.execute(
+                text(f"TRUNCATE {', '.join(t.name for t in metadata.sorted_tables)} RESTART IDENTITY")
+            )
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
@@ -67,11 +109,21 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def store_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
-    """The URL of a store nobody has opened yet, on the parametrized backend."""
+def fresh_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """The URL of a store nobody has opened yet (no tables), on the parametrized backend."""
     if backend == "sqlite":
         return f"sqlite:///{tmp_path / 'state' / 'state.db'}"
     return pg_url(request.getfixturevalue("pg_schema"))
+
+
+@pytest.fixture
+def store_url(backend: str, tmp_path: Path, request: pytest.FixtureRequest) -> str:
+    """The URL of an empty store at the head revision, on the parametrized backend."""
+    if backend == "sqlite":
+        return f"sqlite:///{tmp_path / 'state' / 'state.db'}"
+    schema = request.getfixturevalue("pg_ready_schema")
+    _empty_tables(schema)
+    return pg_url(schema)
 
 
 @pytest.fixture

@@ -257,6 +257,14 @@ def test_a_process_dying_inside_apply_leaves_nothing_half_written(
     assert len(store.history(contact_id=1)) == 2
 
 
+def test_free_text_reasons_fit_on_every_backend(store: StateStore, run: str) -> None:
+    reason = "refresh: the vendor's value is newer than the 30-day-old one syncd wrote " * 5
+    ch = FieldChange(1, "email", "", "ada@acme.test", "insideview", reason)
+    [eid] = store.journal_add(run, [ContactUpdate(1, "h", email="ada@acme.test", changes=(ch,))], at(1))
+    store.journal_apply(eid, run, AFTER, [ch], at(2))
+    assert store.history()[0].reason == reason
+
+
 # --- history ------------------------------------------------------------------------------------
 
 

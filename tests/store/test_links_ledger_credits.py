@@ -126,6 +126,14 @@ def test_an_error_never_erases_a_paid_answer(store: StateStore) -> None:
     assert store.ledger(Vendor.insideview, [2])[2].outcome is Outcome.not_found
 
 
+def test_long_fingerprints_and_texts_fit_on_every_backend(store: StateStore) -> None:
+    long = "x" * 2_000
+    r = result(Vendor.contactout, 1, Outcome.error, error=long, title=long)
+    store.record_results([r], {1: long})
+    entry = store.ledger(Vendor.contactout, [1])[1]
+    assert entry.fingerprint == long and entry.result == r
+
+
 def test_record_results_needs_every_fingerprint(store: StateStore) -> None:
     with pytest.raises(ValueError, match="fingerprint"):
         store.record_results([result(Vendor.insideview, 7, Outcome.found)], {})

@@ -40,11 +40,11 @@ def test_revisions_are_known_in_order() -> None:
     assert migrate.head_revision() == "0002"
 
 
-def test_empty_to_head(store_url: str) -> None:
-    with StateStore.open(store_url) as store:
+def test_empty_to_head(fresh_url: str) -> None:
+    with StateStore.open(fresh_url) as store:
         assert store.schema_revision() == "0002"
         assert tables(store.engine) == FOUNDATION | LATER
-    with StateStore.open(store_url) as store:  # reopening an up-to-date store changes nothing
+    with StateStore.open(fresh_url) as store:  # reopening an up-to-date store changes nothing
         assert store.schema_revision() == "0002"
 
 
@@ -55,8 +55,8 @@ def test_models_match_migrations(store: StateStore) -> None:
     assert diff == []
 
 
-def test_from_0001_with_data_to_head(store_url: str) -> None:
-    engine, where, _ = make_engine(store_url)
+def test_from_0001_with_data_to_head(fresh_url: str) -> None:
+    engine, where, _ = make_engine(fresh_url)
     # SQLite stores naive UTC; PostgreSQL gets the zone spelled out (the server's TimeZone may be anything)
     tz = "+00" if engine.dialect.name == "postgresql" else ""
     try:
@@ -106,7 +106,7 @@ def test_from_0001_with_data_to_head(store_url: str) -> None:
     finally:
         engine.dispose()
 
-    with StateStore.open(store_url) as store:
+    with StateStore.open(fresh_url) as store:
         assert store.schema_revision() == "0002"
         assert store.load_contacts() == {7: alice}
         assert store.tombstoned_ids() == {8}
@@ -122,33 +122,33 @@ def test_from_0001_with_data_to_head(store_url: str) -> None:
         assert store.field_states([7])[7]["email"].person_owned
 
 
-def test_downgrade_to_0001_keeps_the_foundation(store_url: str) -> None:
-    with StateStore.open(store_url) as store:
+def test_downgrade_to_0001_keeps_the_foundation(fresh_url: str) -> None:
+    with StateStore.open(fresh_url) as store:
         store.save_contacts([Contact.build(1, name="stays")], at(0))
         store.add_credits("insideview", "2026-11", 5)
         assert migrate.downgrade(store.engine, store.where, "0001") == "0001"
         assert tables(store.engine) == FOUNDATION
-    with StateStore.open(store_url) as store:
+    with StateStore.open(fresh_url) as store:
         assert store.schema_revision() == "0002"
         assert store.load_contacts()[1].name == "stays"
         assert store.credits_for_month("2026-11") == {}
 
 
-def test_a_newer_schema_is_refused(store_url: str) -> None:
-    with StateStore.open(store_url) as store, store.engine.begin() as conn:
+def test_a_newer_schema_is_refused(fresh_url: str) -> None:
+    with StateStore.open(fresh_url) as store, store.engine.begin() as conn:
         conn.execute(text(f"UPDATE {VERSION_TABLE} SET version_num = '0003'"))
     with pytest.raises(StoreError) as err:
-        StateStore.open(store_url)
+        StateStore.open(fresh_url)
     msg = str(err.value)
     assert "'0003'" in msg and "newer syncd" in msg and "'0002'" in msg
 
 
-def test_concurrent_first_opens_migrate_once(store_url: str) -> None:
+def test_concurrent_first_opens_migrate_once(fresh_url: str) -> None:
     results: list[object] = []
 
     def opener() -> None:
         try:
-            with StateStore.open(store_url) as s:
+            with StateStore.open(fresh_url) as s:
                 results.append(s.schema_revision())
         except BaseException as exc:  # pragma: no cover - reported below
             results.append(exc)
