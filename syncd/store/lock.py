@@ -50,17 +50,15 @@ def file_lock(path: str) -> Iterator[None]:
         os.close(fd)
 
 
-_memory_lock = threading.Lock()
-
-
 @contextmanager
-def memory_lock(where: str) -> Iterator[None]:
-    if not _memory_lock.acquire(blocking=False):
+def memory_lock(lock: threading.Lock, where: str) -> Iterator[None]:
+    """For an in-memory store: its own database, so its own lock."""
+    if not lock.acquire(blocking=False):
         raise _held(where)
     try:
         yield
     finally:
-        _memory_lock.release()
+        lock.release()
 
 
 def advisory_key(database: str, schema: str) -> int:

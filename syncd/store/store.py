@@ -17,8 +17,9 @@ import hashlib
 import json
 import os
 import sqlite3
+import threading
 import uuid
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -131,6 +132,13 @@ def _contact_rows(contacts_: Iterable[Contact], at: datetime) -> list[dict[str, 
     return rows
 
 
+def _contact_from_json(raw: str) -> Contact:
+    rec = json.loads(raw)
+    if not isinstance(rec, dict):
+        raise ValueError("expected a JSON object")
+    return Contact.from_record(rec)
+
+
 def _describe(exc: BaseException) -> str:
     """The driver's one-line reason, without SQL text or bound parameters (they may hold tokens)."""
     orig = exc.orig if isinstance(exc, DBAPIError) and exc.orig is not None else exc
@@ -158,6 +166,7 @@ class StateStore:
         self._engine = engine
         self.where = where  # what error messages call this store: a file path or a password-less URL
         self._lock_path = lock_path
+        self._memory_lock = threading.Lock()  # only used by in-memory stores
         self._closed = False
 
     # --- lifecycle --------------------------------------------------------------------------------
@@ -233,6 +242,15 @@ class StateStore:
         except (SQLAlchemyError, sqlite3.Error) as exc:
             raise self._error(exc) from exc
 
+    def _decode(self, what: str, decode: Callable[[str], T], raw: str) -> T:
+        """A stored JSON value that no longer decodes is a damaged store, not a caller bug."""
+        try:
+            return decode(raw)
+        except (ValueError, KeyError, TypeError, AssertionError) as exc:
+            raise StoreError(
+                f"state store {self.where}: {what} is unreadable ({type(exc).__name__}: {exc})"
+            ) from exc
+
     def _insert(self, table: Table) -> Any:
         """A dialect INSERT that has `on_conflict_do_update` / `on_conflict_do_nothing` and `excluded`."""
         if self.dialect == "postgresql":
@@ -246,7 +264,7 @@ class StateStore:
         if self.dialect == "postgresql":
             return locks.advisory_lock(self._engine, self.where)
         if self._lock_path is None:
-            return locks.memory_lock(self.where)
+            return locks.memory_lock(self._memory_lock, self.where)
         return locks.file_lock(self._lock_path)
 
     # --- contacts ---------------------------------------------------------------------------------
@@ -274,11 +292,11 @@ class StateStore:
         with self._read() as conn:
             if ids is None:
                 rows: Iterable[Any] = conn.execute(base)
-                out = {int(i): Contact.from_record(json.loads(r)) for i, r in rows}
+                out = {int(i): self._decode(f"contact {i}", _contact_from_json, r) for i, r in rows}
             else:
                 for chunk in _chunks(_unique_ids(ids), IN_CHUNK):
                     for i, r in conn.execute(base.where(contacts.c.id.in_(chunk))):
-                        out[int(i)] = Contact.from_record(json.loads(r))
+                        out[int(i)] = self._decode(f"contact {i}", _contact_from_json, r)
         return out
 
     def save_contacts(
@@ -457,7 +475,7 @@ class StateStore:
                     started_at=r.started_at,
                     ended_at=r.ended_at,
                     outcome=r.outcome,
-                    counts=json.loads(r.counts),
+                    counts=self._decode(f"run {r.id}", json.loads, r.counts),
                     error=r.error,
                 )
                 for r in conn.execute(q)
@@ -591,7 +609,9 @@ class StateStore:
                         outcome=Outcome(r.outcome),
                         fetched_at=r.fetched_at,
                         fingerprint=str(r.fingerprint),
-                        result=result_from_json(r.result),
+                        result=self._decode(
+                            f"ledger entry {name}/{r.contact_id}", result_from_json, r.result
+                        ),
                     )
         return out
 
@@ -703,7 +723,7 @@ class StateStore:
             contact_id=int(r.contact_id),
             state=str(r.state),
             precondition_hash=str(r.precondition_hash),
-            update=update_from_json(r.planned),
+            update=self._decode(f"journal entry {r.id}", update_from_json, r.planned),
             created_at=r.created_at,
             sent_at=r.sent_at,
             applied_at=r.applied_at,

@@ -206,3 +206,21 @@ def test_busy_database_is_a_store_error(tmp_path: Path) -> None:
     finally:
         other.close()
         store.close()
+
+
+def test_a_damaged_row_is_a_store_error(store: StateStore) -> None:
+    from sqlalchemy import update
+
+    from syncd.store.schema import contacts
+
+    store.save_contacts([Contact.build(1), Contact.build(2)], at(0))
+    with store.engine.begin() as conn:
+        conn.execute(update(contacts).where(contacts.c.id == 2).values(record="{not json"))
+    with pytest.raises(StoreError, match="contact 2 is unreadable"):
+        store.load_contacts()
+    assert store.live_hashes().keys() == {1, 2}  # the rest of the store still works
+
+
+def test_in_memory_stores_have_their_own_locks() -> None:
+    with StateStore.open("sqlite://") as a, StateStore.open("sqlite://") as b, a.lock(), b.lock():
+        assert a.live_count() == b.live_count() == 0
