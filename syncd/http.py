@@ -92,7 +92,14 @@ class RateLimiter:
                 if self._tokens >= 1.0:
                     self._tokens -= 1.0
                     return
-                await self._sleep((1.0 - self._tokens) / self.rate)
+                wait = (1.0 - self._tokens) / self.rate
+                await self._sleep(wait)
+                # the wait accrued exactly one token; consume it here rather than recomputing, which
+                # could spin on float rounding
+                self._tokens = 0.0
+                self._updated = now + wait
+                if self._clock() >= self._paused_until:
+                    return
 
 
 def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
@@ -138,6 +145,7 @@ class ServiceClient:
         transport: httpx.AsyncBaseTransport | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: Callable[[], float] = random.random,
+        clock: Callable[[], float] = time.monotonic,
         on_request: Callable[[str, int | None, str | None], None] | None = None,
     ) -> None:
         self.settings = settings
@@ -146,7 +154,7 @@ class ServiceClient:
         self._rng = rng
         self._on_request = on_request
         self.stats = CallStats()
-        self.limiter = RateLimiter(settings.rate_per_second, settings.burst, sleep=sleep)
+        self.limiter = RateLimiter(settings.rate_per_second, settings.burst, clock=clock, sleep=sleep)
         self._semaphore = asyncio.Semaphore(settings.max_concurrency)
         timeout = httpx.Timeout(settings.timeout, connect=settings.connect_timeout)
         limits = httpx.Limits(

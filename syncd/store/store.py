@@ -350,17 +350,49 @@ class StateStore:
 
     def tombstone(self, ids: Iterable[int], at: datetime) -> int:
         """Mark contacts as gone from the PBX. Returns how many were newly tombstoned."""
-        when = utc(at)
-        n = 0
         with self._write() as conn:
-            for chunk in _chunks(_unique_ids(ids), IN_CHUNK):
-                res = conn.execute(
+            return self._tombstone(conn, ids, utc(at))
+
+    def _tombstone(self, conn: Connection, ids: Iterable[int], when: datetime) -> int:
+        n = 0
+        for chunk in _chunks(_unique_ids(ids), IN_CHUNK):
+            res = conn.execute(
+                update(contacts)
+                .where(contacts.c.id.in_(chunk), contacts.c.deleted_at.is_(None))
+                .values(deleted_at=when)
+            )
+            n += res.rowcount
+        return n
+
+    def commit_plan(
+        self,
+        run_id: str,
+        *,
+        pulled: Sequence[Contact],
+        unchanged: Iterable[int],
+        person_touched: Mapping[int, Iterable[str]],
+        tombstones: Iterable[int],
+        updates: Sequence[ContactUpdate],
+        at: datetime,
+    ) -> list[int]:
+        """A run's plan in ONE transaction: the pulled records (the next base), last_seen_at of the
+        unchanged ones, the fields a person touched, the tombstones and the journal entries to push.
+
+        A crash before this leaves nothing half-remembered; after it, the journal says what to resume.
+        """
+        when = utc(at)
+        latest = {c.id: c for c in pulled}
+        with self._write() as conn:
+            self._upsert_contacts(conn, _contact_rows(latest.values(), when))
+            for chunk in _chunks(_unique_ids(unchanged), IN_CHUNK):
+                conn.execute(
                     update(contacts)
                     .where(contacts.c.id.in_(chunk), contacts.c.deleted_at.is_(None))
-                    .values(deleted_at=when)
+                    .values(last_seen_at=when)
                 )
-                n += res.rowcount
-        return n
+            self._mark_person(conn, [(cid, f) for cid, fs in person_touched.items() for f in fs], when)
+            self._tombstone(conn, tombstones, when)
+            return self._journal_add(conn, run_id, updates, when)
 
     # --- field provenance -------------------------------------------------------------------------
 
@@ -682,7 +714,12 @@ class StateStore:
 
         A contact may have at most one pending entry: resolve (apply, supersede, fail) the old one first.
         """
-        when = utc(at)
+        with self._write() as conn:
+            return self._journal_add(conn, run_id, updates, utc(at))
+
+    def _journal_add(
+        self, conn: Connection, run_id: str, updates: Sequence[ContactUpdate], when: datetime
+    ) -> list[int]:
         seen: set[int] = set()
         for u in updates:
             if u.contact_id in seen:
@@ -690,30 +727,29 @@ class StateStore:
             seen.add(u.contact_id)
         pj = push_journal.c
         ids: list[int] = []
-        with self._write() as conn:
-            for chunk in _chunks(sorted(seen), IN_CHUNK):
-                clash = conn.execute(
-                    select(pj.id, pj.contact_id).where(pj.state == JOURNAL_PENDING, pj.contact_id.in_(chunk))
-                ).first()
-                if clash is not None:
-                    raise ValueError(
-                        f"contact {clash.contact_id} already has pending journal entry {clash.id}; resolve it first"
-                    )
-            stmt = push_journal.insert().returning(pj.id)
-            for u in updates:
-                new_id = conn.execute(
-                    stmt,
-                    {
-                        "run_id": run_id,
-                        "contact_id": u.contact_id,
-                        "state": JOURNAL_PENDING,
-                        "precondition_hash": u.precondition_hash,
-                        "planned": update_to_json(u),
-                        "created_at": when,
-                        "attempts": 0,
-                    },
-                ).scalar_one()
-                ids.append(int(new_id))
+        for chunk in _chunks(sorted(seen), IN_CHUNK):
+            clash = conn.execute(
+                select(pj.id, pj.contact_id).where(pj.state == JOURNAL_PENDING, pj.contact_id.in_(chunk))
+            ).first()
+            if clash is not None:
+                raise ValueError(
+                    f"contact {clash.contact_id} already has pending journal entry {clash.id}; resolve it first"
+                )
+        stmt = push_journal.insert().returning(pj.id)
+        for u in updates:
+            new_id = conn.execute(
+                stmt,
+                {
+                    "run_id": run_id,
+                    "contact_id": u.contact_id,
+                    "state": JOURNAL_PENDING,
+                    "precondition_hash": u.precondition_hash,
+                    "planned": update_to_json(u),
+                    "created_at": when,
+                    "attempts": 0,
+                },
+            ).scalar_one()
+            ids.append(int(new_id))
         return ids
 
     def _entry(self, r: Any) -> JournalEntry:

@@ -1,0 +1,187 @@
+"""The command line of the operator contract (../shared/CONTRACT.md).
+
+Every failure ends as one clear message and a documented exit status, never a traceback:
+0 done, 1 some contacts failed, 2 usage, 75 lock held / service unreachable, 78 configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from syncd import __version__
+from syncd.errors import EXIT_CONFIG, EXIT_PARTIAL, EXIT_USAGE, SyncdError
+from syncd.logs import configure_logging, get_logger, redact
+
+log = get_logger("syncd")
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"syncd: error: {message}\n")
+
+
+def _common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    default: Any = argparse.SUPPRESS if suppress else None
+    parser.add_argument(
+        "--config",
+        "-c",
+        metavar="PATH",
+        default=default,
+        help="config file (default: $SYNCD_CONFIG, then /etc/syncd/syncd.toml)",
+    )
+    parser.add_argument(
+        "--log-format",
+        choices=("auto", "json", "console"),
+        default=default,
+        help="JSON lines or console lines (default: JSON unless stdout is a terminal)",
+    )
+    parser.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=argparse.SUPPRESS if suppress else 0,
+        help="more detail (-vv: debug)",
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", default=default, help="warnings and errors only"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog="syncd",
+        description="Keeps a Yeastar P-Series PBX company phonebook complete from InsideView, Leadfeeder and ContactOut.",
+    )
+    parser.add_argument("--version", action="version", version=f"syncd {__version__}")
+    _common(parser, suppress=False)
+    parser.add_argument("--sync-now", action="store_true", help="run one full sync, then exit")
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="with --sync-now: plan and print every change, write nothing to the PBX",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    p = sub.add_parser(
+        "check-config", help="validate the config and the credentials' presence; reaches nothing"
+    )
+    _common(p, suppress=True)
+
+    p = sub.add_parser(
+        "status", help="last runs, next scheduled run, credits spent this month, pending journal"
+    )
+    _common(p, suppress=True)
+    p.add_argument("--json", action="store_true", help="one JSON object")
+    p.add_argument("--runs", type=int, default=10, metavar="N", help="how many recent runs (default 10)")
+
+    p = sub.add_parser("history", help="the change log")
+    _common(p, suppress=True)
+    p.add_argument("--contact", type=int, metavar="ID", help="only this PBX contact")
+    p.add_argument("--since", metavar="ISO8601", help="only changes at or after this time")
+    p.add_argument("--json", action="store_true", help="one JSON object a line")
+    p.add_argument("--limit", type=int, metavar="N", help="at most N changes (newest last)")
+
+    p = sub.add_parser("links", help="vendor identity links")
+    _common(p, suppress=True)
+    links_sub = p.add_subparsers(dest="links_command", metavar="ACTION", parser_class=_Parser, required=True)
+    imp = links_sub.add_parser("import", help="import pbx_contact_id,vendor,vendor_id rows from a CSV file")
+    _common(imp, suppress=True)
+    imp.add_argument("file", metavar="FILE.csv", type=Path)
+
+    p = sub.add_parser("demo", help="run a full sync against the bundled simulators on loopback")
+    _common(p, suppress=True)
+    p.add_argument(
+        "--contacts", type=int, default=300, metavar="N", help="size of the seeded phonebook (default 300)"
+    )
+    p.add_argument("--seed", type=int, default=42, help="seed of the generated phonebook")
+    p.add_argument("--keep", metavar="DIR", type=Path, help="keep the demo's config and state store in DIR")
+    return parser
+
+
+def _verbosity(args: argparse.Namespace) -> int:
+    if getattr(args, "quiet", False):
+        return 0
+    return 1 + int(getattr(args, "verbose", 0) or 0)
+
+
+def _json_logs(args: argparse.Namespace) -> bool | None:
+    fmt = getattr(args, "log_format", None)
+    return None if fmt in (None, "auto") else fmt == "json"
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"syncd: {redact(message)}", file=sys.stderr)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.dry_run and not args.sync_now:
+        parser.error("--dry-run needs --sync-now")
+    if args.command and args.sync_now:
+        parser.error(f"--sync-now cannot be combined with {args.command}")
+    configure_logging(json=_json_logs(args), verbosity=_verbosity(args))
+    try:
+        return _dispatch(args)
+    except SyncdError as exc:
+        code = exc.exit_code
+        kind = "configuration error" if code == EXIT_CONFIG else "error"
+        log.error("syncd.failed", error=str(exc), exit_code=code)
+        return _fail(f"{kind}: {exc}", code)
+    except KeyboardInterrupt:
+        return _fail("interrupted", 130)
+    except Exception as exc:  # last resort: a bug, reported without secrets and without a traceback dump
+        log.exception("syncd.crashed", error=f"{type(exc).__name__}: {exc}")
+        return _fail(f"internal error: {type(exc).__name__}: {exc}", EXIT_PARTIAL)
+
+
+def _dispatch(args: argparse.Namespace) -> int:
+    if args.command == "demo":
+        from syncd.demo import run_demo
+
+        return run_demo(contacts=args.contacts, seed=args.seed, keep=args.keep, json_logs=_json_logs(args))
+
+    from syncd.config import default_config_path, load_config
+
+    path = Path(args.config) if args.config else default_config_path()
+    config = load_config(path)
+    if _json_logs(args) is None and config.log.format != "auto":
+        configure_logging(json=config.log.format == "json", verbosity=_verbosity(args))
+
+    if args.command == "check-config":
+        from syncd.report import check_config
+
+        return check_config(config)
+    if args.command == "status":
+        from syncd.report import show_status
+
+        return show_status(config, as_json=args.json, runs=args.runs)
+    if args.command == "history":
+        from syncd.report import show_history
+
+        return show_history(
+            config, contact=args.contact, since=args.since, as_json=args.json, limit=args.limit
+        )
+    if args.command == "links":
+        from syncd.links import import_links_file
+
+        return asyncio.run(import_links_file(config, args.file))
+    if args.sync_now:
+        from syncd.engine import run_once
+
+        return run_once(config, dry_run=args.dry_run)
+
+    from syncd.daemon import run_daemon
+
+    return run_daemon(config, path)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,178 @@
+"""`syncd links import FILE.csv`: known vendor identities (pbx_contact_id,vendor,vendor_id).
+
+Every row is validated; each rejected row is reported with its line number and the reason; valid rows
+are imported; the exit status is 1 when any row was rejected. Ids the store has not seen yet (before the
+first sync) are checked against the PBX itself.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import sys
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, TextIO
+
+from syncd.errors import EXIT_OK, EXIT_PARTIAL, UsageError
+from syncd.logs import get_logger
+from syncd.model import Vendor
+from syncd.store import Link, StateStore
+
+if TYPE_CHECKING:
+    from syncd.config import Config
+
+log = get_logger("syncd.links")
+
+COLUMNS = ("pbx_contact_id", "vendor", "vendor_id")
+MAX_FILE_BYTES = 200 * 1024 * 1024
+_LINKEDIN = re.compile(r"https?://([a-z]{2,3}\.)?(www\.)?linkedin\.com/(in|pub)/[^\s/?#]+/?", re.IGNORECASE)
+_VALIDATORS = {
+    Vendor.insideview: (re.compile(r"[0-9]{1,19}"), "an InsideView contact id is digits only"),
+    Vendor.leadfeeder: (
+        re.compile(r"[0-9A-Za-z_-]{1,64}"),
+        "a Leadfeeder contact id is letters, digits, - or _",
+    ),
+    Vendor.contactout: (_LINKEDIN, "a ContactOut identity is a LinkedIn profile URL (linkedin.com/in/...)"),
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    line: int
+    contact_id: int
+    vendor: Vendor
+    vendor_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Rejected:
+    line: int
+    reason: str
+
+
+def read_rows(text: str) -> tuple[list[Row], list[Rejected]]:
+    """Parse and validate the CSV text (everything but the PBX check)."""
+    rows: list[Row] = []
+    rejected: list[Rejected] = []
+    reader = csv.reader(io.StringIO(text))
+    header: list[str] | None = None
+    seen: dict[tuple[int, str], int] = {}
+    for record in reader:
+        line = reader.line_num
+        if not record or all(not f.strip() for f in record):
+            continue
+        if header is None:
+            header = [h.strip().lower().lstrip("\ufeff") for h in record]
+            missing = [c for c in COLUMNS if c not in header]
+            if missing:
+                raise UsageError(
+                    f"line {line}: the header must name the columns {','.join(COLUMNS)}; missing {', '.join(missing)}"
+                )
+            continue
+        if len(record) != len(header):
+            rejected.append(Rejected(line, f"expected {len(header)} fields, found {len(record)}"))
+            continue
+        values = dict(zip(header, (f.strip() for f in record), strict=True))
+        raw_id, raw_vendor, vendor_id = (
+            values["pbx_contact_id"],
+            values["vendor"].lower(),
+            values["vendor_id"],
+        )
+        if not raw_id.isdigit() or int(raw_id) <= 0:
+            rejected.append(Rejected(line, f"pbx_contact_id {raw_id!r} is not a positive integer"))
+            continue
+        try:
+            vendor = Vendor(raw_vendor)
+        except ValueError:
+            known = ", ".join(v.value for v in Vendor)
+            rejected.append(Rejected(line, f"unknown vendor {raw_vendor!r} (known: {known})"))
+            continue
+        pattern, rule = _VALIDATORS[vendor]
+        if not pattern.fullmatch(vendor_id):
+            rejected.append(Rejected(line, f"malformed {vendor.value} id {vendor_id[:80]!r}: {rule}"))
+            continue
+        key = (int(raw_id), vendor.value)
+        if key in seen:
+            rejected.append(Rejected(line, f"duplicate of line {seen[key]} (same contact and vendor)"))
+            continue
+        seen[key] = line
+        rows.append(Row(line, int(raw_id), vendor, vendor_id))
+    if header is None:
+        raise UsageError(f"the file is empty; expected a header {','.join(COLUMNS)}")
+    return rows, rejected
+
+
+def _read_text(path: Path) -> str:
+    try:
+        size = path.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise UsageError(f"{path}: {size} bytes is more than the {MAX_FILE_BYTES} bytes accepted")
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise UsageError(f"{path}: is a directory") from None
+    except PermissionError:
+        raise UsageError(f"{path}: permission denied") from None
+    for encoding in ("utf-8-sig", "utf-16"):
+        try:
+            text = data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+        if "\x00" not in text:
+            return text
+    raise UsageError(f"{path}: not a UTF-8 (or UTF-16) text file")
+
+
+async def import_links_file(config: Config, path: Path, stream: TextIO | None = None) -> int:
+    out = stream or sys.stderr
+    rows, rejected = read_rows(_read_text(path))
+    store = StateStore.open(config.sync.state_url)
+    try:
+        unknown = await _unknown_contacts(config, store, {r.contact_id for r in rows})
+        valid: list[Row] = []
+        for row in rows:
+            if row.contact_id in unknown:
+                rejected.append(Rejected(row.line, f"no PBX contact with id {row.contact_id}"))
+            else:
+                valid.append(row)
+        now = datetime.now(UTC)
+        imported = store.save_links(
+            Link(r.contact_id, r.vendor.value, r.vendor_id, "imported", 1.0, now) for r in valid
+        )
+    finally:
+        store.close()
+    for rej in sorted(rejected, key=lambda r: r.line):
+        out.write(f"{path}:{rej.line}: rejected: {rej.reason}\n")
+        log.warning("links.rejected", line=rej.line, reason=rej.reason)
+    out.write(f"{imported} link(s) imported, {len(rejected)} row(s) rejected\n")
+    log.info("links.imported", imported=imported, rejected=len(rejected))
+    return EXIT_PARTIAL if rejected else EXIT_OK
+
+
+async def _unknown_contacts(config: Config, store: StateStore, ids: set[int]) -> set[int]:
+    """Ids neither live in the store nor present on the PBX (asked only for ids the store lacks)."""
+    known = set(store.live_hashes())
+    tombstoned = store.tombstoned_ids()
+    ask = sorted(ids - known - tombstoned)
+    unknown = ids & tombstoned
+    if not ask:
+        return unknown
+    from syncd.engine import StoreTokenCache
+    from syncd.pbx.client import YeastarClient
+
+    with store.lock():
+        pbx = YeastarClient(
+            config.pbx.http_settings(),
+            config.pbx.client_id,
+            config.pbx.client_secret,
+            token_cache=StoreTokenCache(store),
+        )
+        try:
+            present = await pbx.query_contacts(ask)
+        finally:
+            await pbx.close(revoke=False)
+    return unknown | (set(ask) - set(present))
