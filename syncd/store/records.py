@@ -7,6 +7,7 @@ do not know and default the ones that are missing, so a row written by a newer o
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 from collections.abc import Mapping
@@ -21,6 +22,7 @@ from syncd.model import (
     FieldChange,
     FoundEmail,
     FoundPhone,
+    LookupRequest,
     NumberSlot,
     Outcome,
     PhoneKind,
@@ -64,6 +66,24 @@ def utc(at: datetime) -> datetime:
     if at.tzinfo is None or at.utcoffset() is None:
         raise ValueError(f"naive datetime {at.isoformat()}: the store takes timezone-aware datetimes")
     return at.astimezone(UTC)
+
+
+def lookup_fingerprint(request: LookupRequest) -> str:
+    """A stable digest of what a vendor is asked about a contact (for `StateStore.record_results`).
+
+    Case, surrounding blanks and the order of phones do not count; anything else that changes the
+    question changes the fingerprint, so the ledger knows to ask again.
+    """
+    payload = _dumps(
+        {
+            "name": " ".join(request.name.split()).casefold(),
+            "company": " ".join(request.company.split()).casefold(),
+            "email": request.email.strip().casefold(),
+            "phones": sorted({p.strip() for p in request.phones if p.strip()}),
+            "vendor_id": request.vendor_id,
+        }
+    )
+    return hashlib.blake2b(payload.encode(), digest_size=16).hexdigest()
 
 
 def vendor_name(vendor: Vendor | str) -> str:

@@ -24,6 +24,7 @@ from syncd.model import (
 from syncd.store import (
     ChangeRecord,
     TokenRecord,
+    lookup_fingerprint,
     month_of,
     result_from_json,
     result_to_json,
@@ -160,3 +161,19 @@ def test_change_record_as_dict_is_json_safe() -> None:
     d = json.loads(json.dumps(rec.as_dict()))
     assert d["at"] == "2026-11-03T00:00:00+00:00"
     assert {"run_id", "at", "contact_id", "field", "old", "new", "source"} <= d.keys()
+
+
+def test_lookup_fingerprint_ignores_noise_and_sees_real_changes() -> None:
+    from syncd.model import LookupRequest
+
+    base = LookupRequest(1, "Ada Lovelace", "Acme", "ada@acme.test", ("+15550100", "+15550101"))
+    same = LookupRequest(1, " ada  LOVELACE ", "ACME", "Ada@Acme.test ", ("+15550101", "+15550100", ""))
+    assert lookup_fingerprint(base) == lookup_fingerprint(same)
+    for changed in (
+        LookupRequest(1, "Ada King", "Acme", "ada@acme.test", base.phones),
+        LookupRequest(1, "Ada Lovelace", "Initech", "ada@acme.test", base.phones),
+        LookupRequest(1, "Ada Lovelace", "Acme", "", base.phones),
+        LookupRequest(1, "Ada Lovelace", "Acme", "ada@acme.test", ("+15550100",)),
+        LookupRequest(1, "Ada Lovelace", "Acme", "ada@acme.test", base.phones, vendor_id="iv-1"),
+    ):
+        assert lookup_fingerprint(changed) != lookup_fingerprint(base)
