@@ -647,12 +647,23 @@ class StateStore:
                     )
         return out
 
-    def record_results(self, results: Sequence[EnrichmentResult], fingerprints: Mapping[int, str]) -> None:
+    def record_results(
+        self,
+        results: Sequence[EnrichmentResult],
+        fingerprints: Mapping[int, str],
+        *,
+        credits_month: str | None = None,
+    ) -> None:
         """Remember vendor answers with the lookup-input fingerprint each was asked with.
 
         An `error` answer never replaces a `found` or `not_found` one (a transient failure must not erase
         a paid result); it is recorded only where the ledger has nothing, or an older error.
+        With `credits_month` ("2026-11"), the credits the results cost (each result's `credits`, per vendor)
+        are added to that month's usage in the same transaction: a crash cannot keep the paid answers and
+        lose their cost, or the other way round.
         """
+        if credits_month is not None:
+            check_month(credits_month)
         latest: dict[tuple[str, int], EnrichmentResult] = {}
         for r in results:
             latest[(r.vendor.value, r.contact_id)] = r
@@ -681,9 +692,15 @@ class StateStore:
                 enrichment_ledger.c.outcome == Outcome.error.value,
             ),
         )
+        spent: dict[str, int] = {}
+        for r in results:  # every answer costs what the vendor said, duplicates included
+            spent[r.vendor.value] = spent.get(r.vendor.value, 0) + max(0, r.credits)
         with self._write() as conn:
             for chunk in _chunks(rows, WRITE_CHUNK):
                 conn.execute(stmt, list(chunk))
+            if credits_month is not None:
+                for vendor, credits in spent.items():
+                    self._add_credits(conn, vendor, credits_month, credits)
 
     def add_credits(self, vendor: Vendor | str, month: str, credits: int) -> None:
         """Add to a vendor's spend for a month ("2026-11"), atomically (INSERT ... ON CONFLICT DO UPDATE)."""
@@ -691,15 +708,18 @@ class StateStore:
         check_month(month)
         if credits < 0:
             raise ValueError(f"credits must not be negative, not {credits}")
+        with self._write() as conn:
+            self._add_credits(conn, name, month, credits)
+
+    def _add_credits(self, conn: Connection, vendor: str, month: str, credits: int) -> None:
         if credits == 0:
             return
         ins = self._insert(credit_usage)
-        stmt = ins.values(vendor=name, month=month, credits=credits).on_conflict_do_update(
+        stmt = ins.values(vendor=vendor, month=month, credits=credits).on_conflict_do_update(
             index_elements=[credit_usage.c.vendor, credit_usage.c.month],
             set_={"credits": credit_usage.c.credits + ins.excluded.credits},
         )
-        with self._write() as conn:
-            conn.execute(stmt)
+        conn.execute(stmt)
 
     def credits_for_month(self, month: str) -> dict[str, int]:
         check_month(month)

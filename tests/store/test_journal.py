@@ -279,3 +279,48 @@ def test_history_filters(store: StateStore, run: str) -> None:
     assert [h.contact_id for h in store.history(limit=2)] == [2, 3]  # the most recent, oldest first
     assert store.history(contact_id=3, since=at(31)) == []
     assert [h.at for h in store.history()] == [at(10), at(20), at(30)]
+
+
+# --- commit_plan: a run's plan in one transaction -----------------------------------------------
+
+
+def test_commit_plan_writes_the_whole_plan(store: StateStore, run: str) -> None:
+    edited = Contact.build(2, name="Person edit", email="mine@x.y")
+    new = Contact.build(4, name="New")
+    ids = store.commit_plan(
+        run,
+        pulled=[edited, new],
+        unchanged=[3],
+        person_touched={2: ["email"]},
+        tombstones=[1],
+        updates=[update_for(4)],
+        at=at(30),
+    )
+    assert [e.id for e in store.journal_pending()] == ids and len(ids) == 1
+    assert store.load_contacts() == {2: edited, 3: Contact.build(3), 4: new}
+    assert store.tombstoned_ids() == {1}
+    assert store.field_states([2])[2]["email"].person_owned
+    with store.engine.connect() as conn:
+        from syncd.store.schema import contacts
+
+        seen = dict(conn.execute(select(contacts.c.id, contacts.c.last_seen_at)).all())
+    assert seen[3] == at(30) and seen[4] == at(30)
+
+
+@pytest.mark.parametrize("failing_statement", ["push_journal"], indirect=True)
+@pytest.mark.usefixtures("failing_statement")
+def test_commit_plan_is_all_or_nothing(store: StateStore, run: str) -> None:
+    with pytest.raises(RuntimeError, match="injected failure"):
+        store.commit_plan(
+            run,
+            pulled=[Contact.build(2, email="changed@x.y"), Contact.build(9)],
+            unchanged=[3],
+            person_touched={2: ["email"]},
+            tombstones=[1],
+            updates=[update_for(2)],
+            at=at(30),
+        )
+    assert store.load_contacts() == {1: BEFORE, 2: Contact.build(2), 3: Contact.build(3)}
+    assert store.tombstoned_ids() == set()
+    assert store.field_states([2]) == {2: {}}
+    assert store.journal_pending() == []

@@ -187,3 +187,18 @@ def test_concurrent_increments_are_not_lost(store_url: str) -> None:
     finally:
         for s in stores:
             s.close()
+
+
+def test_record_results_can_book_their_credits_in_the_same_transaction(store: StateStore) -> None:
+    paid = [
+        result(Vendor.insideview, 1, Outcome.found, credits=2),
+        result(Vendor.insideview, 2, Outcome.not_found, credits=1),
+        result(Vendor.contactout, 1, Outcome.found, credits=3),
+        result(Vendor.contactout, 2, Outcome.error, credits=0),
+    ]
+    store.record_results(paid, {1: "a", 2: "b"}, credits_month="2026-11")
+    assert store.credits_for_month("2026-11") == {"insideview": 3, "contactout": 3}
+    store.record_results(paid[:1], {1: "a"})  # without a month, no credits are booked
+    assert store.credits_for_month("2026-11") == {"insideview": 3, "contactout": 3}
+    with pytest.raises(ValueError, match="month"):
+        store.record_results(paid, {1: "a", 2: "b"}, credits_month="11/2026")
