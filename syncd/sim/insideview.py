@@ -275,7 +275,9 @@ class InsideViewSimulator:
 
     def running_jobs(self) -> int:
         now = self.clock()
-        return sum(1 for job in self.jobs.values() if self._job_status_at(job, now) != JobStatus.finished)
+        with self._lock:
+            jobs = list(self.jobs.values())
+        return sum(1 for job in jobs if self._job_status_at(job, now) != JobStatus.finished)
 
     def insideview_id(self, contact_id: int) -> str | None:
         """The InsideView id of PBX contact `contact_id` (None unless its route is insideview)."""

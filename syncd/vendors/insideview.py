@@ -456,9 +456,8 @@ class InsideViewProvider:
             credits=credits,
         )
 
-    def _rejected(
-        self, request: LookupRequest, contact: _Contact, field_name: str, reason: str, value: str
-    ) -> None:
+    def _rejected(self, request: LookupRequest, contact: _Contact, field_name: str, reason: str) -> None:
+        # the value itself stays out of the log (personal data; the reason says what was wrong)
         log.info(
             "vendor.value_rejected",
             vendor=self.vendor.value,
@@ -466,7 +465,6 @@ class InsideViewProvider:
             vendor_id=contact.contact_id,
             field=field_name,
             reason=reason,
-            value=value[:64],
         )
 
     def _emails(self, request: LookupRequest, contact: _Contact) -> tuple[FoundEmail, ...]:
@@ -474,7 +472,7 @@ class InsideViewProvider:
         for field_name, raw, status in contact.emails:
             address = clean_email(raw)
             if address is None:
-                self._rejected(request, contact, field_name, "not a valid email address", raw)
+                self._rejected(request, contact, field_name, "not a valid email address")
                 continue
             key = address.lower()
             if key not in found:
@@ -491,7 +489,7 @@ class InsideViewProvider:
         for field_name, raw, kind in contact.phones:
             number = to_e164(raw, self.default_region)
             if number is None:
-                self._rejected(request, contact, field_name, "not a valid phone number", raw)
+                self._rejected(request, contact, field_name, "not a valid phone number")
                 continue
             if number not in found:
                 found[number] = FoundPhone(number=number, kind=kind)
