@@ -146,6 +146,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from syncd.demo import run_demo
 
+        # the demo prints its own account of the run; events only with -v
+        configure_logging(json=_json_logs(args), verbosity=max(0, _verbosity(args) - 1))
+
         return run_demo(contacts=args.contacts, seed=args.seed, keep=args.keep, json_logs=_json_logs(args))
 
     from syncd.config import default_config_path, load_config

@@ -549,14 +549,17 @@ def _holds(after: Contact, expected: Contact, update: ContactUpdate) -> bool:
 
 def run_once(config: Config, *, dry_run: bool = False, progress: Progress | None = None) -> int:
     """`syncd --sync-now [--dry-run]`: one run under the store's lock; returns the exit status."""
+    from syncd.progress import for_terminal
     from syncd.report import print_plan, print_summary
 
     store = StateStore.open(config.sync.state_url)
+    display = progress or for_terminal()
     try:
         with store.lock():
-            engine = SyncEngine(config, store, dry_run=dry_run, progress=progress)
+            engine = SyncEngine(config, store, dry_run=dry_run, progress=display)
             summary = asyncio.run(engine.run())
     finally:
+        display.done()
         store.close()
     if dry_run:
         print_plan(summary)

@@ -367,9 +367,8 @@ class _Stage:
         now = self.fall.clock()
         credits = sum(max(0, r.credits) for r in valid)
         # paid answers are stored at once, whatever happens to the rest of the run
-        self.fall.store.record_results(valid, fingerprints)
-        if credits:
-            self.fall.store.add_credits(self.vendor, self.month, credits)
+        # answers and their cost in one transaction: a crash cannot keep one and lose the other
+        self.fall.store.record_results(valid, fingerprints, credits_month=self.month)
         self.spent += credits
         self.tally.credits += credits
         new_links: list[Link] = []

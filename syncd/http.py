@@ -277,7 +277,7 @@ def json_body(response: httpx.Response, service: str) -> Any:
         raise MalformedResponse(service, f"HTTP {response.status_code}: HTML page instead of JSON")
     try:
         return jsonlib.loads(response.content)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise MalformedResponse(
             service, f"HTTP {response.status_code}: invalid JSON ({type(exc).__name__})"
         ) from None

@@ -132,10 +132,12 @@ LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}
 
 
 def configure_logging(*, json: bool | None = None, verbosity: int = 1, stream: TextIO | None = None) -> None:
-    """Configure structlog once. JSON lines when the stream is not a terminal (or json=True)."""
-    out = stream or sys.stdout
+    """Configure structlog once. JSON lines when stdout is not a terminal (or json=True)."""
+    # Events go to stderr so that stdout carries only what a command prints (history --json, the plan);
+    # the format follows stdout, as the contract says: JSON lines unless stdout is a terminal.
+    out = stream or sys.stderr
     if json is None:
-        json = not out.isatty()
+        json = not sys.stdout.isatty()
     level = LEVELS.get(verbosity, logging.DEBUG)
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,

@@ -1,0 +1,107 @@
+"""`syncd demo`: the bundled simulators on loopback, a seeded phonebook, one real sync, and what changed.
+
+Needs no credentials and no network beyond 127.0.0.1; everything it creates lives in a temporary
+directory that is removed at the end (unless `--keep DIR`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import TextIO
+
+from syncd.errors import EXIT_OK
+
+NEXT_STEPS = """\
+To point syncd at your real PBX and vendors:
+  1. Copy config/syncd.example.toml to /etc/syncd/syncd.toml; set [pbx] base_url and client_id and
+     give each secret as client_secret_file / token_file / api_key_file (systemd LoadCredential=).
+  2. Check it without touching anything:   syncd --config /etc/syncd/syncd.toml check-config
+     Then import the vendor ids you know:   syncd --config /etc/syncd/syncd.toml links import ids.csv
+  3. See what a sync would change:          syncd --config /etc/syncd/syncd.toml --sync-now --dry-run
+     and install the systemd unit (systemd/syncd.service) to keep the phonebook complete.
+"""
+
+
+def run_demo(
+    *,
+    contacts: int = 300,
+    seed: int = 42,
+    keep: Path | None = None,
+    json_logs: bool | None = None,
+    stream: TextIO | None = None,
+) -> int:
+    from syncd.config import load_config
+    from syncd.engine import run_once
+    from syncd.links import import_links_file
+    from syncd.sim.dataset import Dataset
+    from syncd.sim.launch import Simulators
+    from syncd.store import StateStore
+
+    out = stream or sys.stdout
+    workdir = keep or Path(tempfile.mkdtemp(prefix="syncd-demo-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        out.write(
+            f"syncd demo: starting the PBX, InsideView, Leadfeeder and ContactOut simulators on 127.0.0.1 "
+            f"with a seeded phonebook of {contacts} contacts...\n"
+        )
+        with Simulators(Dataset(contacts, seed=seed)) as sims:
+            state_url = f"sqlite:///{workdir / 'state.db'}"
+            config_path = sims.write_config(workdir / "syncd.toml", state_url)
+            links_path = sims.write_links(workdir / "links.csv")
+            for name, server in sims.servers.items():
+                out.write(f"  {name:<11} {server.url}\n")
+            config = load_config(config_path)
+            out.write(f"\nImporting the vendor ids an operator knows ({links_path.name}):\n")
+            out.flush()
+            asyncio.run(import_links_file(config, links_path, stream=out))
+            out.write("\nRunning one full sync (pull, enrich, merge, push):\n")
+            out.flush()
+            code = run_once(config)
+            store = StateStore.open(state_url)
+            try:
+                changes = store.history()
+                credits = store.credits_for_month(store.recent_runs(1)[0].started_at.strftime("%Y-%m"))
+            finally:
+                store.close()
+            out.write(f"\n{len(changes)} field changes were written to the PBX simulator. A few of them:\n")
+            seen: set[str] = set()
+            for change in changes:
+                if change.field in seen:
+                    continue
+                seen.add(change.field)
+                out.write(
+                    f"  contact {change.contact_id:>4}  {change.field:<16} {change.old or '(empty)'!s:>18} -> "
+                    f"{change.new}   [{change.source}]\n"
+                )
+                if len(seen) >= 6:
+                    break
+            out.write(
+                "  credits spent: "
+                + (", ".join(f"{k} {v}" for k, v in sorted(credits.items())) or "none")
+                + "\n"
+            )
+            out.write("\nA second run finds nothing to buy and nothing to write:\n")
+            out.flush()
+            calls_before = sum(
+                sum(s.calls.values()) for s in (sims.insideview, sims.leadfeeder, sims.contactout)
+            )
+            second = run_once(config)
+            calls_after = sum(
+                sum(s.calls.values()) for s in (sims.insideview, sims.leadfeeder, sims.contactout)
+            )
+            out.write(f"  vendor calls in the second run: {calls_after - calls_before}\n\n")
+        if keep:
+            out.write(
+                f"Config, links and state store kept in {workdir}\n"
+                f"  e.g. syncd --config {config_path} history --json | head\n\n"
+            )
+        out.write(NEXT_STEPS)
+        return code if code != EXIT_OK else second
+    finally:
+        if keep is None:
+            shutil.rmtree(workdir, ignore_errors=True)
