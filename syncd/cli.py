@@ -157,6 +157,12 @@ def _dispatch(args: argparse.Namespace) -> int:
     config = load_config(path)
     if _json_logs(args) is None and config.log.format != "auto":
         configure_logging(json=config.log.format == "json", verbosity=_verbosity(args))
+    for key, section in [
+        ("pbx", config.pbx),
+        *((f"vendors.{v}", config.vendor(v)) for v in config.vendors.configured()),
+    ]:
+        if section is not None and section.verify_tls is False:
+            log.warning("tls.verification_disabled", key=f"{key}.verify_tls")
 
     if args.command == "check-config":
         from syncd.report import check_config
