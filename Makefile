@@ -16,8 +16,8 @@ demo: $(STAMP)
 	$(BIN)/syncd demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check syncd tests bench
-	$(BIN)/ruff format --check syncd tests bench
+	$(BIN)/ruff check syncd tests $(wildcard bench)
+	$(BIN)/ruff format --check syncd tests $(wildcard bench)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy syncd

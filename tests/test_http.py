@@ -68,14 +68,16 @@ async def test_retries_5xx_then_succeeds_with_jittered_backoff() -> None:
 async def test_backoff_is_capped() -> None:
     transport, _ = scripted([(500, {})] * 5 + [(200, {})])
     sleeps = Sleeps()
-    client = ServiceClient(settings(max_attempts=6), transport=transport, sleep=sleeps, clock=sleeps.clock, rng=lambda: 1.0)
+    client = ServiceClient(
+        settings(max_attempts=6), transport=transport, sleep=sleeps, clock=sleeps.clock, rng=lambda: 1.0
+    )
     await client.request("GET", "/x")
     assert sleeps.calls == [0.5, 1.0, 2.0, 4.0, 4.0]
     await client.aclose()
 
 
 async def test_429_honours_retry_after_seconds() -> None:
-    transport, seen = scripted([(429, {"Retry-After": "7"}), (200, {})])
+    transport, _ = scripted([(429, {"Retry-After": "7"}), (200, {})])
     sleeps = Sleeps()
     client = ServiceClient(settings(), transport=transport, sleep=sleeps, clock=sleeps.clock, rng=lambda: 1.0)
     assert (await client.request("GET", "/x")).status_code == 200
