@@ -44,6 +44,7 @@ from pydantic_core import ErrorDetails, PydanticCustomError
 from syncd.errors import ConfigError
 from syncd.http import HttpSettings
 from syncd.logs import get_logger, register_secret
+from syncd.merge import Policy, TitleTarget
 from syncd.model import Vendor
 from syncd.normalize import NumberFormat
 
@@ -60,16 +61,8 @@ _ERROR = "syncd_config"  # pydantic error type of the problems raised by this mo
 # --- small enums ------------------------------------------------------------------------------------
 
 
-class FieldPolicy(StrEnum):
-    fill_empty = "fill_empty"  # write only when the PBX field is empty
-    refresh = "refresh"  # also overwrite a value a vendor now reports differently
-    never = "never"  # never touch the field
-
-
-class TitleTarget(StrEnum):
-    remark = "remark"  # job titles go into the contact's remark
-    field = "field"  # job titles go into the PBX's job title field
-    none = "none"  # job titles are not written
+# The merge owns the meaning of these; the config only names them.
+FieldPolicy = Policy
 
 
 class LogFormat(StrEnum):

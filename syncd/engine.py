@@ -34,7 +34,7 @@ from syncd.errors import (
     ServiceUnavailable,
 )
 from syncd.logs import get_logger
-from syncd.merge import MergeResult, MergeSettings, Policy, TitleTarget, apply_update, merge
+from syncd.merge import MergeResult, MergeSettings, apply_update, merge
 from syncd.model import Contact, ContactUpdate, FieldChange, Vendor
 from syncd.pbx.client import PbxToken, YeastarClient
 from syncd.pbx.errors import PbxError, PbxRejected
@@ -86,12 +86,12 @@ class StoreTokenCache:
 
 def merge_settings(config: Config) -> MergeSettings:
     return MergeSettings(
-        email=Policy(config.fields.email.value),
-        numbers=Policy(config.fields.numbers.value),
-        title=Policy(config.fields.title.value),
+        email=config.fields.email,
+        numbers=config.fields.numbers,
+        title=config.fields.title,
         default_region=config.sync.default_region,
         number_format=config.sync.number_format,
-        title_target=TitleTarget(config.sync.title_target.value),
+        title_target=config.sync.title_target,
     )
 
 
