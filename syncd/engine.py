@@ -37,7 +37,7 @@ from syncd.logs import get_logger
 from syncd.merge import MergeResult, MergeSettings, apply_update, merge
 from syncd.model import Contact, ContactUpdate, FieldChange, Vendor
 from syncd.pbx.client import PbxToken, YeastarClient
-from syncd.pbx.errors import PbxError, PbxRejected
+from syncd.pbx.errors import PbxAuthError, PbxError, PbxRejected
 from syncd.pull import PullResult, phonebook_filter, pull_contacts
 from syncd.store import JournalEntry, StateStore, TokenRecord
 from syncd.vendors.base import Provider
@@ -421,13 +421,33 @@ class SyncEngine:
                         return False
                     return await self._send(pbx, entry, held, summary)
 
-            sent = await asyncio.gather(*(send(e, h) for e, h in sendable))
-            done = [pair for pair, ok in zip(sendable, sent, strict=True) if ok]
+            # every send finishes (or fails) before the next step: nothing runs on after the run ends
+            sent = await asyncio.gather(*(send(e, h) for e, h in sendable), return_exceptions=True)
+            done: list[tuple[JournalEntry, Contact]] = []
+            for pair, outcome in zip(sendable, sent, strict=True):
+                if outcome is True:
+                    done.append(pair)
+                elif isinstance(outcome, ServiceUnavailable):
+                    # in doubt: the entry stays pending and the next run confirms or resends it
+                    summary.unreachable = str(outcome)
+                elif isinstance(outcome, PbxAuthError):
+                    raise outcome
+                elif isinstance(outcome, PbxError):
+                    self._fail(pair[0], outcome, summary)
+                elif isinstance(outcome, BaseException):
+                    raise outcome
             if done:
                 after = await pbx.query_contacts(e.contact_id for e, _ in done)
                 for entry, held in done:
                     applied += self._confirm(run_id, entry, held, after.get(entry.contact_id), summary)
                     self.progress.advance("push")
+            if summary.unreachable:
+                log.error(
+                    "push.pbx_unreachable",
+                    error=summary.unreachable,
+                    pending=len(entries) - start - len(chunk),
+                )
+                break
         summary.counts.update(updated=applied, superseded=superseded, failed=len(summary.failures))
 
     async def _send(
