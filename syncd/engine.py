@@ -203,7 +203,10 @@ class SyncEngine:
             if not self.dry_run:
                 await self._resume_journal(pbx, run_id, summary)
             pulled = await self._pull(pbx, summary)
-            bases = self.store.load_contacts(pulled.contacts)
+            # an unchanged contact's base is the contact itself (equal hashes): load only the changed ones
+            bases = self.store.load_contacts(pulled.classification.changed)
+            for cid in pulled.classification.unchanged:
+                bases[cid] = pulled.contacts[cid]
             states = self.store.field_states(pulled.contacts)
             providers = self._providers if self._providers is not None else self._build_providers()
             enriched = await self._enrich(providers, pulled, bases, states, summary)
