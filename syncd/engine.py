@@ -140,9 +140,11 @@ class RunSummary:
 
     @property
     def exit_code(self) -> int:
-        if self.unreachable:
+        # a vendor that stayed unreachable is "try later"; refused credentials are a failed run;
+        # a spent budget or exhausted credits are normal operation
+        if self.unreachable or "unavailable" in self.vendor_stops.values():
             return EXIT_TEMPFAIL
-        if self.failures or self.outcome != "ok":
+        if self.failures or self.outcome != "ok" or "auth" in self.vendor_stops.values():
             return EXIT_PARTIAL
         return EXIT_OK
 
