@@ -66,18 +66,10 @@ def _duration(value: timedelta | None) -> str:
 
 
 def next_run(config: Config, last_start: datetime | None, now: datetime) -> datetime | None:
-    """When the daemon's schedule fires next (as the daemon would compute it)."""
-    if config.sync.cron:
-        from apscheduler.triggers.cron import CronTrigger
+    """When the daemon's schedule fires next: the daemon's own function (cron in local time)."""
+    from syncd.daemon import next_run as schedule_next_run
 
-        trigger = CronTrigger.from_crontab(config.sync.cron, timezone=UTC)
-        fire: datetime | None = trigger.get_next_fire_time(None, now)
-        return fire
-    interval = config.sync.interval or timedelta(minutes=15)
-    if last_start is None:
-        return now
-    nxt = last_start + interval
-    return nxt if nxt > now else now
+    return schedule_next_run(config, last_start, now)
 
 
 def status_data(

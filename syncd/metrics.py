@@ -1,0 +1,169 @@
+"""Prometheus metrics of the daemon, fed from each run's `RunSummary`, served on `metrics.listen`.
+
+Off unless `[metrics] enabled = true`; the default address is loopback (127.0.0.1:9464). The metrics live
+in a registry of their own (not prometheus_client's global one), so several daemons in one process (tests)
+do not collide, and only syncd's series are exposed (no process_/python_ collectors: they read /proc).
+
+Series (counters are totals since the daemon started):
+- syncd_runs_total{outcome}                   ok | partial | failed | aborted | skipped
+- syncd_run_duration_seconds                  histogram of finished runs (skipped ones excluded)
+- syncd_run_in_progress                       1 while a run is going
+- syncd_last_run_timestamp_seconds{outcome}   end of the last run with that outcome (unix time)
+- syncd_contacts_seen_total                   contacts pulled from the PBX
+- syncd_last_run_contacts_seen                contacts pulled by the last finished run
+- syncd_field_changes_total{field,source}     field changes written to the PBX, by field and vendor
+- syncd_vendor_lookups_total{vendor,result}   asked | cached | found | not_found | errors
+- syncd_vendor_credits_total{vendor}          credits spent
+- syncd_errors_total{service}                 failed contacts (pbx), vendor errors, failed runs by service
+- syncd_info{version}                         always 1
+"""
+
+from __future__ import annotations
+
+import errno
+import threading
+import time
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+from syncd import __version__
+from syncd.errors import ConfigError, ServiceError, ServiceUnavailable, StoreError
+from syncd.logs import get_logger
+
+if TYPE_CHECKING:
+    from syncd.config import MetricsConfig
+    from syncd.engine import RunSummary
+
+log = get_logger("syncd.metrics")
+
+DURATION_BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
+VENDOR_RESULTS = ("asked", "cached", "found", "not_found", "errors")
+
+
+def error_service(exc: BaseException) -> str:
+    """The `service` label of a run that failed with `exc`."""
+    if isinstance(exc, ServiceError):
+        return exc.service
+    if isinstance(exc, StoreError):
+        return "store"
+    if isinstance(exc, ConfigError):
+        return "config"
+    return "internal"
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.runs = Counter("syncd_runs", "Sync runs by outcome", ["outcome"], registry=r)
+        self.duration = Histogram(
+            "syncd_run_duration_seconds", "Duration of sync runs", buckets=DURATION_BUCKETS, registry=r
+        )
+        self.in_progress = Gauge("syncd_run_in_progress", "1 while a sync run is going", registry=r)
+        self.last_run = Gauge(
+            "syncd_last_run_timestamp_seconds",
+            "Unix time the last run with this outcome ended",
+            ["outcome"],
+            registry=r,
+        )
+        self.seen_total = Counter("syncd_contacts_seen", "Contacts pulled from the PBX", registry=r)
+        self.seen_last = Gauge("syncd_last_run_contacts_seen", "Contacts pulled by the last run", registry=r)
+        self.changes = Counter(
+            "syncd_field_changes", "Field changes written to the PBX", ["field", "source"], registry=r
+        )
+        self.lookups = Counter(
+            "syncd_vendor_lookups", "Vendor lookups by result", ["vendor", "result"], registry=r
+        )
+        self.credits = Counter("syncd_vendor_credits", "Vendor credits spent", ["vendor"], registry=r)
+        self.errors = Counter("syncd_errors", "Errors by service", ["service"], registry=r)
+        info = Gauge("syncd_info", "syncd build information", ["version"], registry=r)
+        info.labels(version=__version__).set(1)
+        for outcome in ("ok", "partial", "failed", "aborted", "skipped"):
+            self.runs.labels(outcome=outcome)  # present at 0 from the start: rate() needs a baseline
+        self._lock = threading.Lock()
+
+    # --- feeding ------------------------------------------------------------------------------------
+    def run_started(self) -> None:
+        self.in_progress.set(1)
+
+    def observe_run(self, summary: RunSummary, duration: float) -> None:
+        """A run that returned its summary (outcome ok or partial)."""
+        with self._lock:
+            self.in_progress.set(0)
+            self.runs.labels(outcome=summary.outcome).inc()
+            self.duration.observe(duration)
+            self.last_run.labels(outcome=summary.outcome).set(time.time())
+            seen = _int(summary.counts.get("seen"))
+            self.seen_total.inc(seen)
+            self.seen_last.set(seen)
+            for change in summary.applied:
+                self.changes.labels(field=change.field, source=change.source).inc()
+            vendors = summary.counts.get("vendors")
+            if isinstance(vendors, dict):
+                for vendor, tally in vendors.items():
+                    if not isinstance(tally, dict):
+                        continue
+                    for result in VENDOR_RESULTS:
+                        amount = _int(tally.get(result))
+                        if amount:
+                            self.lookups.labels(vendor=vendor, result=result).inc(amount)
+                    errors = _int(tally.get("errors"))
+                    if errors:
+                        self.errors.labels(service=vendor).inc(errors)
+            for vendor, credits in summary.credits.items():
+                self.credits.labels(vendor=vendor).inc(max(0, int(credits)))
+            if summary.failures:
+                self.errors.labels(service="pbx").inc(len(summary.failures))
+
+    def observe_failure(self, exc: BaseException, duration: float) -> None:
+        """A run that raised: `aborted` for a refused mass loss, `failed` otherwise."""
+        from syncd.errors import MassLossError
+
+        outcome = "aborted" if isinstance(exc, MassLossError) else "failed"
+        with self._lock:
+            self.in_progress.set(0)
+            self.runs.labels(outcome=outcome).inc()
+            self.duration.observe(duration)
+            self.last_run.labels(outcome=outcome).set(time.time())
+            self.errors.labels(service=error_service(exc)).inc()
+
+    def observe_skipped(self) -> None:
+        """A scheduled run that did not start (lock held, paused, still running)."""
+        with self._lock:
+            self.runs.labels(outcome="skipped").inc()
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+class MetricsServer:
+    """The HTTP endpoint (`/metrics`, any path really) on a background thread."""
+
+    def __init__(self, metrics: Metrics, host: str, port: int) -> None:
+        self.host = host
+        try:
+            self._httpd, self._thread = start_http_server(port, addr=host, registry=metrics.registry)
+        except OSError as exc:
+            where = f"{host}:{port}"
+            if exc.errno == errno.EADDRINUSE:
+                # most likely the previous instance still shutting down: worth a restart later
+                raise ServiceUnavailable("metrics", f"cannot listen on {where}: address in use") from None
+            raise ConfigError("metrics.listen", f"cannot listen on {where}: {exc.strerror or exc}") from None
+        self.port: int = int(self._httpd.server_address[1])
+        log.info("metrics.listening", host=host, port=self.port)
+
+    @classmethod
+    def start(cls, metrics: Metrics, config: MetricsConfig) -> MetricsServer:
+        return cls(metrics, config.host, config.port)
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}/metrics"
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        self._thread.join(timeout=5)
