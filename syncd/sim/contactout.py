@@ -252,15 +252,23 @@ class ContactOutSimulator:
         """The emails and phones ContactOut holds for `person` (deterministic per person)."""
         if person.garbage:
             return ContactInfo((_GARBAGE_EMAIL,), (), (_GARBAGE_PHONE,), False)
+        work, personal, phones = self._holdings(person)
+        seed = self.dataset.seed if self.dataset is not None else 0
+        written = tuple(self._written(n, _unit("co-format", n, seed, person.contact_id)) for n in phones)
+        return ContactInfo(work, personal, written, person.email_verified)
+
+    def _holdings(self, person: Person) -> tuple[tuple[str, ...], tuple[str, ...], tuple[str, ...]]:
+        """(work emails, personal emails, E.164 phones) held for a person who is not garbage."""
         cid = person.contact_id
         seed = self.dataset.seed if self.dataset is not None else 0
         work = (person.work_email,) if _unit("co-work", seed, cid) < 0.95 else ()
         personal = (person.personal_email,) if _unit("co-personal", seed, cid) < 0.6 else ()
-        phones: list[str] = []
-        for kind, number, share in (("mobile", person.mobile, 0.8), ("direct", person.direct, 0.4)):
-            if _unit("co-phone", kind, seed, cid) < share:
-                phones.append(self._written(number, _unit("co-format", kind, seed, cid)))
-        return ContactInfo(work, personal, tuple(phones), person.email_verified)
+        phones = tuple(
+            number
+            for kind, number, share in (("mobile", person.mobile, 0.8), ("direct", person.direct, 0.4))
+            if _unit("co-phone", kind, seed, cid) < share
+        )
+        return work, personal, phones
 
     @staticmethod
     def _written(e164: str, u: float) -> str:
@@ -290,6 +298,8 @@ class ContactOutSimulator:
         self._index()
 
     def _index(self) -> _Indexes:
+        """Name, email and phone indexes over the findable persons (one pass over the dataset: about
+        as long as generating every person, ~80 s for 500,000; `build_indexes` does it up front)."""
         if self._indexes is not None:
             return self._indexes
         with _INDEX_LOCK:
@@ -303,17 +313,15 @@ class ContactOutSimulator:
                     continue
                 cid = person.contact_id
                 idx.by_name.setdefault(_name_key(person.full_name), []).append(cid)
-                info = self.contact_info(person)
                 if person.garbage:
                     continue
-                for kind, addresses in (("work", info.work_emails), ("personal", info.personal_emails)):
+                work, personal, phones = self._holdings(person)
+                for kind, addresses in (("work", work), ("personal", personal)):
                     for address in addresses:
                         idx.by_email.setdefault(address.lower(), []).append(cid)
                         idx.email_owner.setdefault(address.lower(), (cid, kind))
-                for written in info.phones:
-                    e164 = to_e164(written, "US")
-                    if e164 is not None:
-                        idx.by_phone.setdefault(e164, []).append(cid)
+                for e164 in phones:
+                    idx.by_phone.setdefault(e164, []).append(cid)
             if self.dataset is not None:
                 _INDEX_CACHE[self.dataset] = idx
             self._indexes = idx

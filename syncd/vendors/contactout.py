@@ -5,7 +5,9 @@ The token travels in the `token` header only (never in a URL) and is registered 
 Identity matching (a request without `vendor_id`): `POST /v1/people/enrich` by the contact's email if it
 has a valid one, else by its phones (mobile-looking numbers first, at most `MAX_PHONE_TRIES`), else by full
 name + company; a 404 is free, so the next identifier is tried, and the first profile found ends the
-search. The profile is accepted only by `syncd.vendors.matching.accept_match` (full name and company agree,
+search, with one exception: a profile found by email or phone whose name is someone else's (a shared
+inbox, a switchboard) says nothing about the contact, so name + company is still asked (once). The
+profile is accepted only by `syncd.vendors.matching.accept_match` (full name and company agree,
 no `altMatches`), whichever identifier found it. Accepted -> `Outcome.found`, `vendor_id` = the profile's
 LinkedIn URL, `matched_by` = "email" | "phone" | "name_company", `match_confidence`. Refused (weak, partial,
 ambiguous) -> `Outcome.not_found` with `matched_by`, the confidence, `error` = "match refused: <reason>", and
@@ -83,6 +85,7 @@ from syncd.model import (
     Vendor,
 )
 from syncd.normalize import clean_email, email_key, fold_company, fold_text, to_e164
+from syncd.vendors import matching
 from syncd.vendors.matching import accept_match
 
 log = get_logger("syncd.vendors.contactout")
@@ -108,6 +111,8 @@ INCLUDE_ALL = ("work_email", "personal_email", "phone")
 PENDING_STATUSES = frozenset({"QUEUED", "PENDING", "PROCESSING", "IN_PROGRESS", "RUNNING"})
 DONE_STATUSES = frozenset({"SENT", "DONE", "COMPLETED", "FINISHED", "SUCCESS"})
 CHARGED_VERDICTS = frozenset({"valid", "invalid", "accept_all"})
+# refusals meaning "the profile is another person", after which name + company is still worth asking
+OTHER_PERSON = frozenset({matching.NAME_MISMATCH})
 
 BatchMode = Literal["auto", "v1", "v2", "single"]
 ContactFetch = Literal["after_match", "inline"]
@@ -310,7 +315,9 @@ class ContactOutProvider:
                     urls.add(url)
                     cost += 1 if self._batch_mode == "v1" else 2 + verify
             elif not request.vendor_id and matchable(request):
-                cost += 3 + verify  # search + email + phone
+                # search + email + phone, plus the search credit of one refused profile found by email or
+                # phone before name + company found the person
+                cost += 4 + verify
         return cost
 
     async def lookup(self, requests: Sequence[LookupRequest]) -> list[EnrichmentResult]:
@@ -536,7 +543,10 @@ class ContactOutProvider:
 
     async def _match_one(self, request: LookupRequest, fetched_at: datetime, run: _Run) -> EnrichmentResult:
         inline = self._contact_fetch == "inline"
-        for matched_by, query in self._attempts(request):
+        attempts = self._attempts(request)
+        refused: EnrichmentResult | None = None  # a profile of someone else, found by email or phone
+        while attempts:
+            matched_by, query = attempts.pop(0)
             payload = {**query, "include": list(INCLUDE_ALL)} if inline else query
             try:
                 body = await self._call(
@@ -552,9 +562,19 @@ class ContactOutProvider:
             profile = body.get("profile")
             if not isinstance(profile, dict) or not profile:
                 continue  # `{"profile": []}`: the docs' "empty results"
-            return await self._judge(
+            result, reason = await self._judge(
                 request, fetched_at, run, matched_by=matched_by, profile=profile, inline=inline
             )
+            if refused is None and attempts and reason in OTHER_PERSON:
+                # the email or phone belongs to someone else (a shared inbox, a switchboard): that says
+                # nothing about this contact, so ask by name + company once more, and nothing else
+                refused, attempts = result, attempts[-1:]
+                continue
+            if refused is not None:
+                result = dataclasses.replace(result, credits=result.credits + refused.credits)
+            return result
+        if refused is not None:
+            return refused
         return dataclasses.replace(
             self._template(fetched_at, Outcome.not_found), contact_id=request.contact_id
         )
@@ -568,7 +588,8 @@ class ContactOutProvider:
         matched_by: str,
         profile: Mapping[str, Any],
         inline: bool,
-    ) -> EnrichmentResult:
+    ) -> tuple[EnrichmentResult, str | None]:
+        """The result for a profile found by `matched_by`, and the refusal reason when refused."""
         url = _text(profile.get("url")) or _text(profile.get("linkedinUrl"))
         full_name = _text(profile.get("full_name")) or _text(profile.get("fullName"))
         company_obj = profile.get("company")
@@ -599,9 +620,10 @@ class ContactOutProvider:
                 reason=reason,
                 alternatives=n_alt,
             )
-            return dataclasses.replace(
+            refusal = dataclasses.replace(
                 base, outcome=Outcome.not_found, error=f"match refused: {reason}", credits=credits
             )
+            return refusal, reason
         title = title_from(_text(profile.get("headline")), company)
         if not inline:
             try:
@@ -609,16 +631,18 @@ class ContactOutProvider:
                     "GET", LINKEDIN_PATH, run, params={"profile": url, "include_phone": "true"}
                 )
             except BadRequest as exc:
-                return dataclasses.replace(
+                failed = dataclasses.replace(
                     base, outcome=Outcome.error, error=f"contact info refused: {exc.reason}", credits=credits
                 )
+                return failed, None
             info = contact.get("profile") if contact is not None else None
             if isinstance(info, dict):
                 values = self._profile_values(url, info)
                 credits += values.credits
-        return dataclasses.replace(
+        found = dataclasses.replace(
             base, title=title, emails=values.emails, phones=values.phones, credits=credits
         )
+        return found, None
 
     def _profile_values(self, url: str | None, profile: Mapping[str, Any]) -> _Values:
         work = _strings(profile.get("work_email")) + _strings(profile.get("workEmail"))

@@ -174,9 +174,10 @@ async def test_provider_interface_can_lookup_and_max_cost() -> None:
         assert not provider.can_lookup(ask(p, company="", email=p.work_email))  # email alone: same
         assert not provider.can_lookup(ask(p, vendor_id="12345"))  # not a LinkedIn URL
         # search + email + phone per contact to match; email + phone per known URL (shared URLs once)
-        assert provider.max_cost([ask(p), known(p), known(p)]) == 5
+        # + 1 search credit for a profile of someone else found by email / phone before name + company
+        assert provider.max_cost([ask(p), known(p), known(p)]) == 4 + 2
     async with serving(simulator(), verify_emails=True) as provider:
-        assert provider.max_cost([ask(p), known(p)]) == 4 + 3
+        assert provider.max_cost([ask(p), known(p)]) == 5 + 3
     async with serving(simulator(), batch_mode="v1") as provider:
         assert provider.max_cost([known(p)]) == 1  # v1 bulk: emails only
     # the documented per-class limits, as the defaults of the provider's own limiters
@@ -280,8 +281,8 @@ async def test_weak_matches_are_refused_with_a_reason() -> None:
     a = pick(full_info)[0]
     b = pick(lambda q: full_info(q) and q.first_name != a.first_name and q.last_name != a.last_name)[0]
     requests = [
-        # b's email, but the PBX contact is someone else at another company
-        ask(a, email=b.work_email),
+        # b's email, but the PBX contact is someone else, whom name + company does not find either
+        ask(a, name="Nobody Known", email=b.work_email),
         # a's own email, but the PBX holds another company for a (moved on, or a wrong entry)
         ask(a, contact_id=90_001, email=a.work_email, company="Totally Different Corp"),
         # a's email, but the PBX knows the first name only
@@ -300,10 +301,23 @@ async def test_weak_matches_are_refused_with_a_reason() -> None:
         assert result.match_confidence is not None and result.match_confidence < 1.0
     assert results[0].vendor_id == b.linkedin_url and results[0].full_name == b.full_name
     assert "name_mismatch" in (results[0].error or "")
+    assert sim.calls["people_enrich"] == 3  # by email (b), by name + company (404); by email (a)
     assert "company_mismatch" in (results[1].error or "")
     assert single.outcome is Outcome.error  # a first name alone is never sent
     assert sim.calls["people_linkedin"] == 0
     assert charged_total(sim) == 2 == sum(r.credits for r in results)
+
+
+async def test_someone_elses_email_then_name_and_company_finds_the_person() -> None:
+    sim = simulator()
+    a = pick(full_info)[0]
+    b = pick(lambda q: full_info(q) and q.first_name != a.first_name and q.last_name != a.last_name)[0]
+    async with serving(sim) as provider:
+        [result] = await provider.lookup([ask(a, email=b.work_email)])  # a shared inbox, say
+    assert result.outcome is Outcome.found
+    assert result.vendor_id == a.linkedin_url and result.matched_by == "name_company"
+    assert sim.calls["people_enrich"] == 2
+    assert result.credits == 1 + 3 == charged_total(sim)  # b's profile cost its search credit
 
 
 def _ambiguous_pair() -> tuple[Person, Person]:
