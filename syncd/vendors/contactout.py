@@ -100,6 +100,7 @@ STATS_PATH = "/v1/stats"
 
 V1_BATCH_MAX = 30
 V2_BATCH_MAX = 1000
+LOOKUP_BATCH = 100
 V2_THRESHOLD = 31  # "auto": this many distinct URLs or more go to the v2 bulk
 VERIFY_BATCH_MAX = 100  # the docs allow 1000; public clients send 100
 VERIFY_BATCH_MIN = 3  # fewer addresses are verified one by one (no job to poll)
@@ -243,7 +244,11 @@ Unit = Callable[[_Run], Awaitable[dict[int, EnrichmentResult]]]
 
 class ContactOutProvider:
     vendor = Vendor.contactout
-    max_batch = V2_BATCH_MAX
+    # Requests per lookup the waterfall should send. Not the v2 maximum (1000): contacts to match go one
+    # People Enrich call each at ~1/s, and a lookup's answers are only recorded when it returns, so 100
+    # keeps paid answers from waiting long in memory and the budget reservation (max_cost) modest.
+    # Larger lookups still work (v2 jobs take up to 1000 URLs).
+    max_batch = LOOKUP_BATCH
 
     def __init__(
         self,

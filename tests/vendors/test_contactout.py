@@ -165,7 +165,7 @@ async def test_provider_interface_can_lookup_and_max_cost() -> None:
     async with serving(simulator()) as provider:
         assert isinstance(provider, Provider)
         assert provider.vendor is Vendor.contactout
-        assert provider.max_batch == V2_BATCH_MAX == 1000
+        assert provider.max_batch == 100 and V2_BATCH_MAX == 1000
         assert provider.can_lookup(known(p))
         assert provider.can_lookup(ask(p))
         assert provider.can_lookup(ask(p, email="x@y.example", phones=("+12125550100",)))
