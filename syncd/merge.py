@@ -32,11 +32,16 @@ Numbers are filled per group of slots, the unit the waterfall asks for:
 A group is open only while every one of its slots is empty or replaceable under `refresh` and none of them
 is person-owned or person-changed: once a person has put in, changed or removed a number of a kind, syncd
 adds no number of that kind (so a removed mobile does not come back in the other mobile slot). The group's
-source is the first result with an acceptable number of the group's kinds; its new numbers fill the
-group's slots (under `refresh` a stale syncd-written number, one no result lists any more, is replaced
-first, then empty slots are filled); what does not fit is skipped with "no free slot". A number the
-contact already holds in any slot, in any notation, is never added. Home slots and the home fax are never
-written.
+source is the first result with an acceptable number of the group's kinds (valid, not blacklisted, with a
+PBX-valid rendering that reads back as the same number); its new numbers fill the group's slots, and what
+does not fit is skipped with "no free slot". Under `refresh` a number syncd wrote is stale when neither the
+source nor an earlier result lists it (any kind); stale slots are replaced first, then empty slots filled.
+Groups are filled in waterfall order of their sources, so a number two vendors file under different kinds
+lands where the earlier vendor put it. A number the contact already holds in any slot, in any notation, is
+never added. Home slots and the home fax are never written.
+
+Whatever a vendor after a want's source says never changes what is written for that want, so the
+waterfall may stop asking as soon as `open_wants` is empty.
 
 `open_wants` runs the same planning as `merge`, so the two agree by construction: a want that is not open
 without results is never written, and a want still open with `results` was not written either.
@@ -433,11 +438,13 @@ def _plan_numbers(
             where = _KIND_GROUP.get(p.kind)
             if where is not None:
                 proposed[where[0]].append((ri, where[1], i, p))
-    present: set[str] | None = None  # E.164 of every number the contact holds (computed on first need)
-    listed: set[str] | None = None  # E.164 of every number any result lists (refresh only)
-    for group, bucket in zip(_GROUPS, proposed, strict=True):
+    # 1. which groups are open, and each open group's source: the first result with an acceptable number
+    sourced: list[
+        tuple[int, int, list[NumberSlot], list[NumberSlot], list[tuple[int, int, str, str, str]]]
+    ] = []
+    for gi, (group, bucket) in enumerate(zip(_GROUPS, proposed, strict=True)):
         empty: list[NumberSlot] = []
-        stale: list[NumberSlot] = []
+        stale: list[NumberSlot] = []  # numbers syncd wrote that refresh may replace
         why: SkipReason | None = _R_NEVER if policy is _NEVER else None
         if why is None:
             for slot, key in group.slots:
@@ -457,7 +464,6 @@ def _plan_numbers(
             continue
         if group.want is not None:
             plan.opened.add(group.want)
-        # the group's source: the first result with an acceptable number of the group's kinds
         candidates: list[tuple[int, int, str, str, str]] = []
         source = -1
         for ri, pref, i, p in bucket:
@@ -477,30 +483,51 @@ def _plan_numbers(
                 )
                 continue
             candidates.append((pref, i, p.number, *rendered))
-        if not candidates:
-            continue
+        if candidates:
+            if group.want is not None:
+                plan.answered.add(group.want)
+            sourced.append((source, gi, empty, stale, candidates))
+    if not sourced:
+        return
+    # 2. fill the groups in waterfall order of their sources, so that a number two vendors file under
+    #    different kinds lands where the earlier vendor put it, whatever later vendors say
+    if len(sourced) > 1:
+        sourced.sort(key=lambda g: (g[0], g[1]))
+    present: dict[str, int] = {}  # E.164 -> how many slots hold it now
+    for n in held.values():
+        if (e := to_e164(n, region)) is not None:
+            present[e] = present.get(e, 0) + 1
+    for source, gi, empty, replaceable, candidates in sourced:
+        group = _GROUPS[gi]
+        stale = replaceable
         src = _VENDOR_NAME[found[source].vendor]
-        if group.want is not None:
-            plan.answered.add(group.want)
-        if present is None:
-            present = {e for n in held.values() if (e := to_e164(n, region)) is not None}
         if stale:
-            # a number syncd wrote is stale once no result lists it any more
-            if listed is None:
-                listed = {e for f in found for q in f.phones if (e := to_e164(q.number, region)) is not None}
+            # a number syncd wrote is stale when neither the source nor an earlier result lists it
+            listed = {
+                e
+                for f in found[: source + 1]
+                for q in f.phones
+                if (e := to_e164(q.number, region)) is not None
+            }
             stale = [s for s in stale if to_e164(held[s], region) not in listed]
         free = stale + empty
         if len(candidates) > 1:
             candidates.sort()
         for _pref, _i, raw, e164, text in candidates:
-            if e164 in present:
+            if present.get(e164):
                 skips.append(Skip(group.name, raw, _R_PRESENT, src))
             elif not free:
                 skips.append(Skip(group.name, raw, SkipReason.no_free_slot, src))
             else:
                 slot = free.pop(0)
-                plan.numbers[slot] = (text, src, _FILL if slot in empty else _REPLACE)
-                present.add(e164)
+                if slot in empty:
+                    reason = _FILL
+                else:
+                    reason = _REPLACE
+                    if (old := to_e164(held[slot], region)) is not None:
+                        present[old] -= 1
+                plan.numbers[slot] = (text, src, reason)
+                present[e164] = present.get(e164, 0) + 1
 
 
 def _plan_title(

@@ -615,15 +615,46 @@ def test_numbers_refresh_replaces_syncds_stale_number() -> None:
     assert (change.field, change.old, change.new, change.reason) == ("mobile_number", N1, N2, "refresh")
 
 
-def test_numbers_refresh_keeps_a_syncd_number_that_a_vendor_still_lists() -> None:
+def test_numbers_refresh_keeps_a_syncd_number_that_the_source_still_lists() -> None:
     c = contact(numbers={MOB: N1})
     refresh = MergeSettings(numbers=Policy.refresh)
     states = {"mobile_number": syncd(N1)}
-    results = [res(IV, phones=[(N2, PhoneKind.mobile)]), res(LF, phones=[(N1, PhoneKind.other)])]
+    results = [res(IV, phones=[(N2, PhoneKind.mobile), (N1, PhoneKind.other)])]
     m = run(c, results, states=states, settings=refresh)
     assert m.update is not None
     assert dict(m.update.numbers or ()) == {MOB: N1, MOB2: N2}
     assert m.changes[0].reason == "fill_empty"
+    assert skips(m, "other") == [SkipReason.already_present]
+
+
+def test_numbers_refresh_ignores_what_vendors_after_the_source_say() -> None:
+    # the waterfall may have stopped after the source, so later answers must not change the outcome
+    c = contact(numbers={MOB: N1})
+    refresh = MergeSettings(numbers=Policy.refresh)
+    states = {"mobile_number": syncd(N1)}
+    first = res(IV, phones=[(N2, PhoneKind.mobile)])
+    later = res(LF, phones=[(N1, PhoneKind.mobile)])
+    assert (
+        run(c, [first], states=states, settings=refresh).changes
+        == run(c, [first, later], states=states, settings=refresh).changes
+    )
+    assert written(run(c, [first, later], states=states, settings=refresh)) == {"mobile_number": N2}
+
+
+def test_numbers_a_refreshed_away_number_may_come_back_under_another_kind() -> None:
+    c = contact(numbers={MOB: N1})
+    refresh = MergeSettings(numbers=Policy.refresh)
+    states = {"mobile_number": syncd(N1)}
+    results = [res(IV, phones=[(N2, PhoneKind.mobile)]), res(LF, phones=[(N1, PhoneKind.direct)])]
+    m = run(c, results, states=states, settings=refresh)
+    assert written(m) == {"mobile_number": N2, "business_number": N1}
+
+
+def test_numbers_a_number_filed_under_two_kinds_goes_where_the_first_vendor_put_it() -> None:
+    results = [res(IV, phones=[(N1, PhoneKind.direct)]), res(LF, phones=[(N1, PhoneKind.mobile)])]
+    m = run(contact(), results)
+    assert written(m) == {"business_number": N1}
+    assert written(run(contact(), results[:1])) == written(m)
 
 
 def test_numbers_refresh_leaves_a_persons_number() -> None:

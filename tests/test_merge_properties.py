@@ -1,0 +1,508 @@
+"""Hypothesis properties of the merge: idempotence, a person's edits win, no number lost, only valid values
+written, slot capacity, open_wants agreeing with merge, and a multi-run state machine.
+
+Examples per test: 200 by default, `SYNCD_MERGE_EXAMPLES` to change it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, datetime
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
+
+from syncd.merge import (
+    EMAIL,
+    TITLE,
+    FieldState,
+    MergeResult,
+    MergeSettings,
+    Policy,
+    SkipReason,
+    TitleTarget,
+    Want,
+    apply_update,
+    merge,
+    next_states,
+    open_wants,
+)
+from syncd.model import (
+    Contact,
+    EmailKind,
+    EnrichmentResult,
+    FoundEmail,
+    FoundPhone,
+    NumberSlot,
+    Outcome,
+    PhoneKind,
+    Vendor,
+)
+from syncd.normalize import PBX_REMARK_MAX, NumberFormat, clean_email, pbx_number_ok, to_e164
+from syncd.remark import find_title_line
+
+EXAMPLES = int(os.environ.get("SYNCD_MERGE_EXAMPLES", "200"))
+PROPS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+AT = datetime(2026, 3, 1, tzinfo=UTC)
+CID = 42
+REGION = "US"
+
+WANT_FIELDS: dict[Want, frozenset[str]] = {
+    Want.email: frozenset({EMAIL}),
+    Want.mobile: frozenset({NumberSlot.mobile_number.value, NumberSlot.mobile_number2.value}),
+    Want.direct: frozenset({NumberSlot.business_number.value, NumberSlot.business_number2.value}),
+    Want.title: frozenset({TITLE}),
+}
+FIELD_KEYS = [EMAIL, TITLE, *(s.value for s in NumberSlot)]
+
+# --- strategies ---------------------------------------------------------------------------------------
+
+# a handful of numbers, each in several notations, so that collisions are common
+_BASES = ["4155550134", "4155550199", "2125550147", "3125550160", "6175550111"]
+_NOTATIONS = [
+    "+1{a}{b}{c}",
+    "({a}){b}-{c}",
+    "1-{a}-{b}-{c}",
+    "{a}.{b}.{c}",
+    "+1 {a} {b} {c}",
+]
+NUMBERS = [n.format(a=b[:3], b=b[3:6], c=b[6:]) for b in _BASES for n in _NOTATIONS] + [
+    "+44 20 7946 0958",
+    "+442079460958",
+]
+GARBAGE_NUMBERS = ["not-a-number", "ext 12", "12", "n/a", "+999 1234 5678", "555-0134"]
+number_text = st.one_of(st.sampled_from(NUMBERS), st.sampled_from(GARBAGE_NUMBERS))
+
+EMAILS = [
+    "ada@engines.example.com",
+    "ADA@Engines.Example.com",
+    "lovelace@engines.example.com",
+    "ada@gmail.com",
+    "o'brien@x.ie",
+]
+GARBAGE_EMAILS = ["n/a", "", "ada@", "x+y@z.com", "ü@x.de", "a@b.c"]
+email_text = st.one_of(st.sampled_from(EMAILS), st.sampled_from(GARBAGE_EMAILS))
+
+TITLES = ["CTO", " CTO ", "Chief Technology Officer", "Head of\nR&D", "Engineer", "x" * 200, "", "   "]
+REMARKS = [
+    "",
+    "notes",
+    "notes\n",
+    "notes\nTitle: CTO",
+    "Title: Engineer\nmore",
+    "a\r\nTitle: Engineer\r\nb",
+    "Title:",
+    "x" * 1010,
+    "x" * 1020 + "\nTitle: A",
+    "Job Title: not ours",
+]
+OTHER_TEXT = ["", "met at PyCon", "call after 3pm\n", "P.S. prefers email"]
+
+slots_map = st.dictionaries(st.sampled_from(list(NumberSlot)), number_text, max_size=9) | st.dictionaries(
+    st.sampled_from(list(NumberSlot)), number_text, max_size=3
+)
+
+
+@st.composite
+def contacts(draw: st.DrawFn) -> Contact:
+    return Contact.build(
+        CID,
+        name="Ada Lovelace",
+        company="Engines",
+        email=draw(st.one_of(st.just(""), st.just(""), email_text)),
+        remark=draw(st.sampled_from(["", "", "notes", *REMARKS])),
+        numbers=draw(slots_map),
+        job_title=draw(st.sampled_from([None, "", "CTO", "Boss"])),
+    )
+
+
+@st.composite
+def person_edits(draw: st.DrawFn, base: Contact) -> Contact:
+    """`base` after a person's edits to a random subset of fields (each edited about one time in four)."""
+
+    def edit() -> bool:
+        return draw(st.integers(0, 3)) == 0
+
+    c = base
+    if edit():
+        c = replace(c, email=draw(st.one_of(st.just(""), email_text)))
+    if edit():
+        nums = dict(c.numbers)
+        for slot in draw(st.lists(st.sampled_from(list(NumberSlot)), min_size=1, max_size=3)):
+            if draw(st.booleans()):
+                nums.pop(slot, None)
+            else:
+                nums[slot] = draw(number_text)
+        if draw(st.booleans()) and len(nums) >= 2:  # move one number to another slot
+            a, b = draw(st.permutations(list(nums)))[:2]
+            nums[b] = nums.pop(a)
+        c = replace(c, numbers=Contact.build(CID, numbers=nums).numbers)
+    if edit():
+        c = replace(c, remark=draw(st.sampled_from(REMARKS)))
+    if edit():
+        c = replace(c, remark=draw(st.sampled_from(OTHER_TEXT)) + c.remark)
+    if edit() and c.job_title is not None:
+        c = replace(c, job_title=draw(st.sampled_from(["", "CTO", "Boss"])))
+    return c
+
+
+def field_value(c: Contact, key: str, target: TitleTarget) -> str:
+    if key == EMAIL:
+        return c.email
+    if key == TITLE:
+        if target is TitleTarget.field:
+            return c.job_title or ""
+        line = find_title_line(c.remark)
+        return "" if line is None else line.value
+    return c.number_map.get(NumberSlot(key), "")
+
+
+@st.composite
+def field_states(draw: st.DrawFn, current: Contact, target: TitleTarget) -> dict[str, FieldState]:
+    """Provenance: often "syncd wrote exactly what is there" (refreshable), sometimes anything else."""
+    out = {}
+    for key in FIELD_KEYS:
+        held = field_value(current, key, target)
+        choice = draw(st.integers(0, 5))
+        if choice <= 2 and held:
+            out[key] = FieldState("syncd", held, "insideview")
+        elif choice == 3:
+            owner = draw(st.sampled_from(["syncd", "person"]))
+            value = draw(st.one_of(st.none(), email_text, number_text, st.sampled_from(TITLES)))
+            out[key] = FieldState(owner, value, "leadfeeder")
+    return out
+
+
+found_email = st.builds(
+    FoundEmail,
+    address=email_text,
+    kind=st.sampled_from(list(EmailKind)),
+    verification=st.sampled_from(
+        [None, "verified", "valid", "ValidEmail", "invalid", "accept_all", "unknown"]
+    ),
+    confidence=st.one_of(st.none(), st.floats(0, 1)),
+)
+found_phone = st.builds(
+    FoundPhone,
+    number=number_text,
+    kind=st.sampled_from(list(PhoneKind)),
+    blacklisted=st.sampled_from([False, False, False, True]),
+)
+
+
+@st.composite
+def results(draw: st.DrawFn) -> list[EnrichmentResult]:
+    out = []
+    for vendor in draw(st.lists(st.sampled_from(list(Vendor)), max_size=3)):
+        outcome = draw(
+            st.sampled_from([Outcome.found, Outcome.found, Outcome.found, Outcome.not_found, Outcome.error])
+        )
+        out.append(
+            EnrichmentResult(
+                vendor=vendor,
+                contact_id=CID,
+                outcome=outcome,
+                fetched_at=AT,
+                emails=tuple(draw(st.lists(found_email, max_size=3))),
+                phones=tuple(draw(st.lists(found_phone, max_size=4))),
+                title=draw(st.one_of(st.none(), st.sampled_from(TITLES))),
+            )
+        )
+    return out
+
+
+policies = st.sampled_from(
+    [Policy.fill_empty, Policy.fill_empty, Policy.refresh, Policy.refresh, Policy.never]
+)
+merge_settings = st.builds(
+    MergeSettings,
+    email=policies,
+    numbers=policies,
+    title=policies,
+    default_region=st.just(REGION),
+    number_format=st.sampled_from(list(NumberFormat)),
+    title_target=st.sampled_from(list(TitleTarget)),
+    require_verified_email=st.booleans(),
+)
+
+
+@st.composite
+def scenarios(
+    draw: st.DrawFn,
+) -> tuple[Contact | None, Contact, list[EnrichmentResult], dict[str, FieldState], MergeSettings]:
+    s = draw(merge_settings)
+    base = draw(contacts())
+    current = draw(person_edits(base))
+    if draw(st.integers(0, 4)) == 0:
+        base = None
+    states = draw(field_states(current, s.title_target))
+    return base, current, draw(results()), states, s
+
+
+def changed_fields(m: MergeResult) -> set[str]:
+    return {c.field for c in m.changes}
+
+
+def e164(n: str) -> str | None:
+    return to_e164(n, REGION)
+
+
+def oracle_touched(base: Contact | None, current: Contact, target: TitleTarget) -> set[str]:
+    """An independent reading of "what did a person change since base"."""
+    if base is None:
+        return set()
+    out = set()
+    if base.email != current.email:
+        out.add(EMAIL)
+    for slot in NumberSlot:
+        if base.number_map.get(slot) != current.number_map.get(slot):
+            out.add(slot.value)
+    if target is TitleTarget.remark:
+        old, new = find_title_line(base.remark), find_title_line(current.remark)
+        if (old.raw if old else None) != (new.raw if new else None):
+            out.add(TITLE)
+    elif target is TitleTarget.field and (base.job_title or "") != (current.job_title or ""):
+        out.add(TITLE)
+    return out
+
+
+# --- properties ---------------------------------------------------------------------------------------
+
+
+@PROPS
+@given(scenarios())
+def test_merge_then_apply_is_idempotent(
+    sc: tuple[Contact | None, Contact, list[EnrichmentResult], dict[str, FieldState], MergeSettings],
+) -> None:
+    base, current, rs, states, s = sc
+    m = merge(base, current, rs, states, s)
+    if m.update is None:
+        return
+    after = apply_update(current, m.update)
+    assert after != current
+    # the same states: nothing to record when no person changed anything ...
+    if not m.person_touched:
+        assert merge(after, after, rs, states, s).update is None
+    # ... and the states the engine records after the push (person-owned fields, syncd's values)
+    recorded = next_states(states, m)
+    again = merge(after, after, rs, recorded, s)
+    assert again.update is None, again.changes
+    assert again.person_touched == frozenset()
+
+
+@PROPS
+@given(scenarios())
+def test_a_persons_edit_or_removal_is_never_overwritten(
+    sc: tuple[Contact | None, Contact, list[EnrichmentResult], dict[str, FieldState], MergeSettings],
+) -> None:
+    base, current, rs, states, s = sc
+    m = merge(base, current, rs, states, s)
+    touched = oracle_touched(base, current, s.title_target)
+    assert m.person_touched == touched
+    person_owned = {k for k, v in states.items() if v.owner != "syncd"}
+    assert not (changed_fields(m) & (touched | person_owned))
+    # and no number of a kind a person changed is added in the kind's other slot
+    for fields in (WANT_FIELDS[Want.mobile], WANT_FIELDS[Want.direct]):
+        if fields & (touched | person_owned):
+            assert not (changed_fields(m) & fields)
+
+
+@PROPS
+@given(scenarios())
+def test_no_number_is_lost_moved_or_reformatted(
+    sc: tuple[Contact | None, Contact, list[EnrichmentResult], dict[str, FieldState], MergeSettings],
+) -> None:
+    base, current, rs, states, s = sc
+    m = merge(base, current, rs, states, s)
+    if m.update is None or m.update.numbers is None:
+        return
+    sent = dict(m.update.numbers)
+    changes = {c.field: c for c in m.changes}
+    for slot, number in current.numbers:
+        if sent.get(slot) == number:
+            continue
+        # only a refresh of a number syncd wrote itself may replace it
+        change = changes[slot.value]
+        st_ = states[slot.value]
+        assert s.numbers is Policy.refresh
+        assert (change.reason, change.old, st_.owner, st_.syncd_value) == ("refresh", number, "syncd", number)
+        assert slot.value not in m.person_touched
+        listed = {e164(q.number) for r in rs if r.outcome is Outcome.found for q in r.phones}
+        assert e164(number) is None or e164(number) not in listed  # no vendor lists it any more
+
+
+@PROPS
+@given(scenarios())
+def test_only_valid_values_are_written_and_slots_hold_one_number_each(
+    sc: tuple[Contact | None, Contact, list[EnrichmentResult], dict[str, FieldState], MergeSettings],
+) -> None:
+    base, current, rs, states, s = sc
+    m = merge(base, current, rs, states, s)
+    if m.update is None:
+        return
+    u = m.update
+    held_e164 = {e for _, n in current.numbers if (e := e164(n)) is not None}
+    for change in m.changes:
+        assert change.contact_id == CID
+        assert change.source in {v.value for v in Vendor}
+        assert change.reason in {"fill_empty", "refresh"}
+        assert change.old == field_value(current, change.field, s.title_target)
+        assert change.new != change.old
+        if change.field == EMAIL:
+            assert clean_email(change.new) == change.new
+            assert u.email == change.new
+        elif change.field == TITLE:
+            assert change.new and change.new == change.new.strip() and "\n" not in change.new
+        else:
+            assert pbx_number_ok(change.new)
+            assert e164(change.new) is not None
+            assert e164(change.new) not in held_e164
+            assert NumberSlot(change.field) not in (
+                NumberSlot.home_number,
+                NumberSlot.home_number2,
+                NumberSlot.home_fax,
+            )
+    if u.numbers is not None:
+        assert len(u.numbers) <= 9
+        assert len({slot for slot, _ in u.numbers}) == len(u.numbers)
+        assert all(n for _, n in u.numbers)
+        written = [e164(n) for slot, n in u.numbers if dict(current.numbers).get(slot) != n]
+        assert len(written) == len(set(written))
+    if u.remark is not None:
+        assert s.title_target is TitleTarget.remark
+        assert len(u.remark) <= PBX_REMARK_MAX
+        old = find_title_line(current.remark)
+        new = find_title_line(u.remark)
+        assert new is not None
+        if old is None:
+            assert u.remark.startswith(current.remark)
+        else:  # everything but the Title line is kept byte for byte
+            assert u.remark[: new.start] == current.remark[: old.start]
+            assert u.remark[new.end :] == current.remark[old.end :]
+    if u.job_title is not None:
+        assert s.title_target is TitleTarget.field and current.job_title is not None
+
+
+@PROPS
+@given(scenarios())
+def test_open_wants_agrees_with_merge(
+    sc: tuple[Contact | None, Contact, list[EnrichmentResult], dict[str, FieldState], MergeSettings],
+) -> None:
+    base, current, rs, states, s = sc
+    m = merge(base, current, rs, states, s)
+    before = open_wants(current, base, states, s)
+    after = open_wants(current, base, states, s, rs)
+    assert after <= before
+    done = changed_fields(m)
+    for want, fields in WANT_FIELDS.items():
+        if want not in before or want in after:
+            assert not (done & fields), (want, m.changes)
+        elif not (done & fields):
+            # answered without a write: the value is there already, or there is no room for it
+            assert {k.reason for k in m.skipped if k.field == want.value} & {
+                SkipReason.already_present,
+                SkipReason.no_free_slot,
+            }
+    if s.title_target is TitleTarget.none:
+        assert Want.title not in before
+
+
+@PROPS
+@given(scenarios())
+def test_the_waterfall_may_stop_once_nothing_is_open(
+    sc: tuple[Contact | None, Contact, list[EnrichmentResult], dict[str, FieldState], MergeSettings],
+) -> None:
+    """Asking fewer vendors never changes what is written for a want that was already answered."""
+    base, current, rs, states, s = sc
+    full = {c.field: c for c in merge(base, current, rs, states, s).changes}
+    previous = open_wants(current, base, states, s)
+    for k in range(len(rs) + 1):
+        now = open_wants(current, base, states, s, rs[:k])
+        assert now <= previous  # more answers never reopen a want
+        previous = now
+        partial = {c.field: c for c in merge(base, current, rs[:k], states, s).changes}
+        for want, fields in WANT_FIELDS.items():
+            if want not in now:
+                assert {f: c for f, c in partial.items() if f in fields} == {
+                    f: c for f, c in full.items() if f in fields
+                }
+
+
+# --- several runs: a person's edits stay, whatever the vendors say later ------------------------------
+
+
+class SyncRuns(RuleBasedStateMachine):
+    """A PBX contact synced again and again while a person edits it in between."""
+
+    pbx: Contact
+    base: Contact | None
+    states: dict[str, FieldState]
+    s: MergeSettings
+    expected: dict[str, str]  # field key -> the value a person left there
+
+    @initialize(c=contacts(), s=merge_settings)
+    def start(self, c: Contact, s: MergeSettings) -> None:
+        self.pbx, self.base, self.states, self.s, self.expected = c, None, {}, s, {}
+
+    @rule(email=st.one_of(st.just(""), email_text))
+    def person_sets_email(self, email: str) -> None:
+        self.pbx = replace(self.pbx, email=email)
+
+    @rule(slot=st.sampled_from(list(NumberSlot)), number=st.one_of(st.just(""), number_text))
+    def person_sets_number(self, slot: NumberSlot, number: str) -> None:
+        nums = self.pbx.number_map
+        nums[slot] = number
+        self.pbx = replace(self.pbx, numbers=Contact.build(CID, numbers=nums).numbers)
+
+    @rule(remark=st.sampled_from(REMARKS))
+    def person_rewrites_remark(self, remark: str) -> None:
+        self.pbx = replace(self.pbx, remark=remark)
+
+    @rule(text=st.sampled_from(OTHER_TEXT[1:]))
+    def person_adds_other_remark_text(self, text: str) -> None:
+        self.pbx = replace(self.pbx, remark=text + "\n" + self.pbx.remark)
+
+    @rule(title=st.sampled_from(["", "Boss", "CTO"]))
+    def person_sets_job_title(self, title: str) -> None:
+        if self.pbx.job_title is not None:
+            self.pbx = replace(self.pbx, job_title=title)
+
+    @rule(rs=results())
+    def sync(self, rs: Sequence[EnrichmentResult]) -> None:
+        target = self.s.title_target
+        for key in oracle_touched(self.base, self.pbx, target):
+            self.expected[key] = _raw_value(self.pbx, key, target)
+        m = merge(self.base, self.pbx, rs, self.states, self.s)
+        assert not (changed_fields(m) & set(self.expected))
+        if m.update is not None:
+            self.pbx = apply_update(self.pbx, m.update)
+        self.base = self.pbx
+        self.states = next_states(self.states, m)
+        assert merge(self.base, self.pbx, rs, self.states, self.s).update is None
+
+    @invariant()
+    def persons_values_stay_until_the_person_changes_them(self) -> None:
+        if self.base is not self.pbx:
+            return  # a person edited since the last sync
+        for key, value in self.expected.items():
+            assert _raw_value(self.pbx, key, self.s.title_target) == value, key
+            assert self.states[key].owner == "person"
+
+
+def _raw_value(c: Contact, key: str, target: TitleTarget) -> str:
+    if key == TITLE and target is TitleTarget.remark:
+        line = find_title_line(c.remark)
+        return "" if line is None else line.raw
+    return field_value(c, key, target)
+
+
+TestSyncRuns = SyncRuns.TestCase
+TestSyncRuns.settings = settings(
+    max_examples=max(EXAMPLES // 4, 10),
+    stateful_step_count=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
