@@ -49,16 +49,25 @@ def classify(current_hashes: Mapping[int, str], known_hashes: Mapping[int, str])
     return Classification(frozenset(new), frozenset(changed), frozenset(unchanged), frozenset(deleted))
 
 
-def check_mass_loss(seen: int, known: int, *, ratio: float, min_known: int) -> None:
-    """Refuse to act when the PBX suddenly lists far fewer contacts than the store knows.
+def check_mass_loss(
+    present: int, known: int, *, ratio: float, min_known: int, seen: int | None = None
+) -> None:
+    """Refuse to act when the PBX suddenly lists far fewer of the contacts the store knows.
 
-    A changed URL, a restored backup or a half-broken PBX must never turn into mass tombstoning.
+    `present` counts the known contacts the PBX still lists (`seen`: every contact it lists, new ones
+    included). The guard judges `present`, not `seen`: a PBX at a changed URL, or a restore that renumbered
+    the phonebook, can list as many contacts as before and none of the known ones. A changed URL, a restored
+    backup or a half-broken PBX must never turn into mass tombstoning.
     """
-    if known >= min_known and seen < known * ratio:
+    if known >= min_known and present < known * ratio:
+        listed = (
+            f"the PBX lists {present} contacts but the state store knows {known}"
+            if seen is None or seen == present
+            else f"the PBX lists {seen} contacts but only {present} of the {known} the state store knows"
+        )
         raise MassLossError(
-            f"the PBX lists {seen} contacts but the state store knows {known}: fewer than "
-            f"{ratio:.0%} of them. Refusing to run, nothing was changed. If the contacts were really "
-            f"deleted, lower [sync] mass_loss_ratio for one run or check [pbx] base_url."
+            f"{listed}: fewer than {ratio:.0%} of them. Refusing to run, nothing was changed. If the "
+            f"contacts were really deleted, lower [sync] mass_loss_ratio for one run or check [pbx] base_url."
         )
 
 
@@ -97,7 +106,14 @@ async def pull_contacts(
                 continue
             contacts[contact.id] = contact
             hashes[contact.id] = contact.content_hash()
-    check_mass_loss(len(every_id), len(known_hashes), ratio=mass_loss_ratio, min_known=mass_loss_min_known)
+    present = sum(1 for cid in known_hashes if cid in every_id)
+    check_mass_loss(
+        present,
+        len(known_hashes),
+        ratio=mass_loss_ratio,
+        min_known=mass_loss_min_known,
+        seen=len(every_id),
+    )
     # contacts that left the synced phonebooks are out of scope, not deleted
     scoped_known = {cid: h for cid, h in known_hashes.items() if cid in hashes or cid not in every_id}
     classification = classify(hashes, scoped_known)
