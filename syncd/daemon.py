@@ -276,20 +276,21 @@ class Daemon:
         self.store = StateStore.open(self.config.sync.state_url)
         if self.config.metrics.enabled:
             self.metrics_server = MetricsServer.start(self.metrics, self.config.metrics)
-        self._start_scheduler()
-        next_at = self._next_run_time()
-        log.info(
-            "daemon.started",
-            config=str(self.path),
-            schedule=describe_schedule(self.config.sync),
-            timezone=str(self.tz),
-            misfire_grace_s=misfire_grace_seconds(self.config.sync, self.tz),
-            next_run=next_at.isoformat() if next_at else None,
-            metrics=self.metrics_server.url if self.metrics_server else None,
-        )
-        self.notifier.ready(self._idle_status())
-        self._start_watchdog()
-        try:
+        try:  # from here on, whatever happens, the scheduler thread is stopped before returning
+            self._start_scheduler()
+            next_at = self._next_run_time()
+            log.info(
+                "daemon.started",
+                config=str(self.path),
+                schedule=describe_schedule(self.config.sync),
+                timezone=str(self.tz),
+                misfire_grace_s=misfire_grace_seconds(self.config.sync, self.tz),
+                next_run=next_at.isoformat() if next_at else None,
+                metrics=self.metrics_server.url if self.metrics_server else None,
+            )
+            self.notifier.ready(self._idle_status())
+            self.scheduler.resume()  # started paused: READY=1 goes out before the first run's STATUS=
+            self._start_watchdog()
             return self._main_loop()
         finally:
             self._shutdown()
@@ -375,7 +376,7 @@ class Daemon:
 
     def _scheduler_main(self) -> None:
         try:
-            self.scheduler.start()
+            self.scheduler.start(paused=True)
         except BaseException as exc:
             log.exception("scheduler.crashed", error=f"{type(exc).__name__}: {exc}")
         finally:

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from syncd import __version__
-from syncd.errors import ConfigError, ServiceError, ServiceUnavailable, StoreError
+from syncd.errors import ConfigError, MassLossError, ServiceError, ServiceUnavailable, StoreError
 from syncd.logs import get_logger
 
 if TYPE_CHECKING:
@@ -45,6 +45,8 @@ def error_service(exc: BaseException) -> str:
     """The `service` label of a run that failed with `exc`."""
     if isinstance(exc, ServiceError):
         return exc.service
+    if isinstance(exc, MassLossError):
+        return "pbx"  # the PBX listed far fewer contacts than known: a refusal about its answer
     if isinstance(exc, StoreError):
         return "store"
     if isinstance(exc, ConfigError):
@@ -118,8 +120,6 @@ class Metrics:
 
     def observe_failure(self, exc: BaseException, duration: float) -> None:
         """A run that raised: `aborted` for a refused mass loss, `failed` otherwise."""
-        from syncd.errors import MassLossError
-
         outcome = "aborted" if isinstance(exc, MassLossError) else "failed"
         with self._lock:
             self.in_progress.set(0)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from syncd.sim.launch import Simulators
+from syncd.sim.launch import PBX_SECRET, Simulators
 from syncd.store import StateStore, month_of
 from tests.daemon.conftest import (
     DaemonProcess,
@@ -240,4 +240,29 @@ def test_a_run_that_finds_the_lock_held_is_skipped(
         )
         assert daemon_runs(store) == []
     wait_until(lambda: daemon_runs(store, "ok"), "a run once the lock is free")
+    daemon.signal(signal.SIGINT)  # Ctrl-C in a terminal: the same orderly stop as SIGTERM
+    assert daemon.wait_exit() == 0
+
+
+def test_a_refused_pbx_login_pauses_runs_until_a_reload(
+    sims: Simulators, tmp_path: Path, state_url: str, store: StateStore, daemons: Start
+) -> None:
+    """Five failed logins get the host's IP blocked: after one refusal the daemon stops trying."""
+    path = tmp_path / "syncd.toml"
+    write_config(sims, path, state_url, interval="1s")
+    good = path.read_text()
+    path.write_text(good.replace(f'client_secret = "{PBX_SECRET}"', 'client_secret = "wrong-secret"'))
+    daemon = daemons(path)
+
+    failed = daemon.wait_event("run.failed")
+    assert failed["exit_code"] == 78
+    daemon.wait_event("schedule.paused")
+    daemon.wait_event("run.skipped", after=1)  # two fire times passed without a login attempt
+    assert sims.pbx.failed_logins == {"127.0.0.1": 1}
+    daemon.check_alive()
+
+    path.write_text(good)
+    daemon.signal(signal.SIGHUP)
+    daemon.wait_event("schedule.resumed")
+    wait_until(lambda: daemon_runs(store, "ok"), "a run after the credentials were fixed")
     assert daemon.stop() == 0
