@@ -24,6 +24,7 @@ from typing import Any
 import httpx
 import structlog
 
+from syncd import crashpoint
 from syncd.config import Config
 from syncd.enrich import EnrichmentOutcome, Waterfall
 from syncd.errors import (
@@ -212,6 +213,7 @@ class SyncEngine:
             states = self.store.field_states(pulled.contacts)
             providers = self._providers if self._providers is not None else self._build_providers()
             enriched = await self._enrich(providers, pulled, bases, states, summary)
+            crashpoint.reached("enriched")
             planned = self._plan(pulled, bases, states, enriched, summary)
             if self.dry_run:
                 summary.planned = planned
@@ -273,6 +275,7 @@ class SyncEngine:
 
         async def pages() -> Any:
             async for page in pbx.iter_contact_pages(self.config.pbx.page_size):
+                crashpoint.reached("pull_page")
                 self.progress.advance("pull", len(page))
                 yield page
 
@@ -383,6 +386,7 @@ class SyncEngine:
             updates=updates,
             at=self.clock(),
         )
+        crashpoint.reached("committed")
         if cls.deleted:
             log.info("pull.tombstoned", count=len(cls.deleted))
         wanted = set(ids)
@@ -459,11 +463,13 @@ class SyncEngine:
         self, pbx: YeastarClient, entry: JournalEntry, held: Contact, summary: RunSummary
     ) -> bool:
         self.store.journal_mark_sent(entry.id, self.clock())
+        crashpoint.reached("marked_sent")
         try:
             await pbx.update_contact(entry.contact_id, update_body(entry.update, held))
         except PbxRejected as exc:
             self._fail(entry, exc, summary)
             return False
+        crashpoint.reached("sent")
         return True
 
     def _fail(self, entry: JournalEntry, exc: PbxError, summary: RunSummary) -> None:
@@ -492,6 +498,7 @@ class SyncEngine:
 
     def _applied(self, run_id: str, entry: JournalEntry, after: Contact, summary: RunSummary) -> None:
         self.store.journal_apply(entry.id, run_id, after, entry.update.changes, self.clock())
+        crashpoint.reached("applied")
         for change in entry.update.changes:
             summary.applied.append(change)
             summary.changes_by_field[change.field] += 1

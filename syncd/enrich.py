@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
+from syncd import crashpoint
 from syncd.errors import AuthError, MalformedResponse, OutOfCredits, ServiceError, ServiceUnavailable
 from syncd.logs import get_logger
 from syncd.merge import FieldStateLike, MergeSettings, open_wants
@@ -369,6 +370,7 @@ class _Stage:
         # paid answers are stored at once, whatever happens to the rest of the run
         # answers and their cost in one transaction: a crash cannot keep one and lose the other
         self.fall.store.record_results(valid, fingerprints, credits_month=self.month)
+        crashpoint.reached("vendor_answer")
         self.spent += credits
         self.tally.credits += credits
         new_links: list[Link] = []

@@ -43,6 +43,7 @@ from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.pool import StaticPool
 
+from syncd import crashpoint
 from syncd.errors import StoreError
 from syncd.model import Contact, ContactUpdate, EnrichmentResult, FieldChange, Outcome, Vendor
 from syncd.store import lock as locks
@@ -392,7 +393,9 @@ class StateStore:
                 )
             self._mark_person(conn, [(cid, f) for cid, fs in person_touched.items() for f in fs], when)
             self._tombstone(conn, tombstones, when)
-            return self._journal_add(conn, run_id, updates, when)
+            ids = self._journal_add(conn, run_id, updates, when)
+            crashpoint.reached("plan_commit")
+            return ids
 
     # --- field provenance -------------------------------------------------------------------------
 
@@ -885,6 +888,7 @@ class StateStore:
                     for ch in by_field.values()
                 ],
             )
+            crashpoint.reached("journal_commit")
 
     def journal_resolve(self, entry_id: int, state: str, error: str | None, at: datetime) -> None:
         """Close a pending entry without applying it: `superseded` (the PBX contact changed under it, or
