@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -279,12 +279,16 @@ class SyncEngine:
                 self.progress.advance("pull", len(page))
                 yield page
 
+        async def still_present(ids: list[int]) -> Collection[int]:
+            return (await pbx.query_contacts(ids)).keys()
+
         pulled = await pull_contacts(
             pages(),
             self.store.live_hashes(),
             in_scope=in_scope,
             mass_loss_ratio=self.config.sync.mass_loss_ratio,
             mass_loss_min_known=self.config.sync.mass_loss_min_known,
+            still_present=still_present,
         )
         summary.counts.update(
             seen=pulled.seen,

@@ -6,8 +6,8 @@ the new/changed/unchanged/deleted split are tested without a PBX.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 
 from syncd.errors import MassLossError
 from syncd.logs import get_logger
@@ -89,7 +89,12 @@ async def pull_contacts(
     in_scope: Callable[[Contact], bool] | None = None,
     mass_loss_ratio: float = 0.5,
     mass_loss_min_known: int = 20,
+    still_present: Callable[[list[int]], Awaitable[Collection[int]]] | None = None,
 ) -> PullResult:
+    """List, guard and classify. `still_present(ids)` returns those of `ids` the PBX still holds: the
+    listing pages by offset, so a contact deleted from a page already read shifts the later ones up a place
+    and the first of the next page goes unlisted. Only contacts the PBX confirms gone are deleted; one it
+    still holds is left out of this run (the next pull lists it)."""
     contacts: dict[int, Contact] = {}
     hashes: dict[int, str] = {}
     every_id: set[int] = set()
@@ -117,6 +122,11 @@ async def pull_contacts(
     # contacts that left the synced phonebooks are out of scope, not deleted
     scoped_known = {cid: h for cid, h in known_hashes.items() if cid in hashes or cid not in every_id}
     classification = classify(hashes, scoped_known)
+    if classification.deleted and still_present is not None:
+        missed = frozenset(await still_present(sorted(classification.deleted)))
+        if missed:
+            log.info("pull.missed_by_paging", count=len(missed))
+            classification = replace(classification, deleted=classification.deleted - missed)
     if duplicates:
         log.info("pull.duplicates_skipped", count=duplicates)
     return PullResult(

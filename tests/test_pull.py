@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 
@@ -10,7 +11,8 @@ import pytest
 from syncd.errors import MassLossError
 from syncd.model import Contact, NumberSlot
 from syncd.pull import Classification, check_mass_loss, classify, phonebook_filter, pull_contacts
-from tests.e2e.harness import Env, EnvFactory
+from syncd.sim.launch import Simulators
+from tests.e2e.harness import Env, EnvFactory, Gate, Result, wrap
 
 # --- classify ---------------------------------------------------------------------------------------------
 
@@ -224,3 +226,45 @@ def test_deleted_contacts_are_tombstoned_once_and_never_recreated(env: Env) -> N
     assert env.pbx.calls["company_contact/create"] == 0
     assert env.pbx.contact_count() == 58
     assert 5 not in env.pbx.contact_ids() and 6 not in env.pbx.contact_ids()
+
+
+def test_a_deletion_during_a_paged_pull_tombstones_only_the_deleted_contact(tmp_path: Path) -> None:
+    # Paging is by offset: a contact deleted from an already-listed page shifts every later contact one
+    # place up, so the first contact of the next page is never listed in this pull.
+    gates: dict[str, Gate] = {}
+
+    def setup(sims: Simulators) -> None:
+        gates["pbx"] = wrap(sims, "pbx", Gate)
+
+    factory = EnvFactory(tmp_path)
+    try:
+        env = factory(60, setup=setup, edit=lambda t: t.replace("[pbx]\n", "[pbx]\npage_size = 10\n", 1))
+        assert env.sync().code == 0
+        gate = gates["pbx"]
+        gate.arm("company_contact/list", 2)
+        results: list[Result] = []
+        run = threading.Thread(target=lambda: results.append(env.sync()))
+        run.start()
+        try:
+            assert gate.hit.wait(60)
+            env.pbx.delete_contact(3)  # on page 1, which the run has already read
+        finally:
+            gate.release(apply=True)
+            run.join(60)
+        [result] = results
+        assert result.code == 0, result.err
+        assert [e["count"] for e in result.event("pull.missed_by_paging")] == [1]
+        [done] = result.event("run.finished")
+        assert done["deleted"] == 0  # contact 3 was listed before it went; 11 was missed, not deleted
+        with env.store() as store:
+            assert store.tombstoned_ids() == set()
+            assert 11 in store.live_hashes()
+        # the next run lists everything again: contact 3, and only 3, is tombstoned
+        again = env.sync()
+        assert again.code == 0
+        [done] = again.event("run.finished")
+        assert done["deleted"] == 1
+        with env.store() as store:
+            assert store.tombstoned_ids() == {3}
+    finally:
+        factory.close()
