@@ -330,6 +330,26 @@ class Env:
         finally:
             store.close()
 
+    def sync_held(
+        self, gate: Gate, endpoint: str, after: int, meanwhile: Callable[[], None], *args: str
+    ) -> Result:
+        """A `--sync-now` (in a thread of this process) held at the `after`-th request to `endpoint`;
+        `meanwhile` runs while it is held, then the run goes on to its end."""
+        results: list[Result] = []
+        gate.arm(endpoint, after)
+        run = threading.Thread(target=lambda: results.append(self.sync(*args)))
+        run.start()
+        try:
+            while not gate.hit.wait(0.02):
+                if not run.is_alive():
+                    raise AssertionError(f"the run ended before request {after} to {endpoint}")
+            meanwhile()
+        finally:
+            gate.release(apply=True)
+            run.join(120)
+        [result] = results
+        return result
+
     def phonebook(self) -> dict[int, dict[str, Any]]:
         """Every contact the PBX simulator holds, in detailed form."""
         return {cid: self.pbx.contact(cid) for cid in self.pbx.contact_ids()}

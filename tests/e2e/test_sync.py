@@ -18,7 +18,7 @@ import pytest
 
 from syncd.sim.dataset import Dataset, Person, Route
 from syncd.sim.launch import Simulators
-from tests.e2e.harness import Env, EnvFactory, RejectUpdates, Result, wrap
+from tests.e2e.harness import Env, EnvFactory, Gate, RejectUpdates, Result, wrap
 
 E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 HISTORY_KEYS = {"run_id", "at", "contact_id", "field", "old", "new", "source"}
@@ -403,3 +403,58 @@ def test_history_and_status_on_a_fresh_store(env: Env) -> None:
     assert status.code == 0
     [data] = status.lines
     assert data["runs"] == [] and data["contacts"] == 0
+
+
+# --- a person and the PBX acting while a run is under way ---------------------------------------------
+
+
+@pytest.fixture
+def gated(make_env: EnvFactory) -> tuple[Env, Gate]:
+    gates: dict[str, Gate] = {}
+
+    def setup(sims: Simulators) -> None:
+        gates["pbx"] = wrap(sims, "pbx", Gate)
+
+    env = make_env(setup=setup)
+    env.import_links()
+    return env, gates["pbx"]
+
+
+def test_a_person_editing_or_deleting_a_contact_during_the_run_wins(gated: tuple[Env, Gate]) -> None:
+    env, gate = gated
+    before = env.phonebook()
+
+    def person() -> None:
+        env.pbx.edit_contact(1, email="typed.by@person.example")
+        env.pbx.delete_contact(4)
+
+    # held at the push's first read: the plan is committed, nothing is sent yet
+    result = env.sync_held(gate, "company_contact/query", 1, person)
+    assert result.code == 0, result.err
+    done = finished(result)
+    assert done["superseded"] == 2
+    assert done["updated"] == done["planned_updates"] - 2
+    assert {e["contact_id"] for e in result.event("contact.changed")}.isdisjoint({1, 4})
+    assert env.pbx.contact(1)["email"] == "typed.by@person.example"
+    assert env.pbx.contact(1)["remark"] == before[1]["remark"]  # nothing of the superseded update went
+
+    # the next run plans contact 1 again: the title, never over the person's email; 4 is tombstoned
+    again = env.sync()
+    assert again.code == 0, again.err
+    assert {(e["contact_id"], e["field"]) for e in again.event("contact.changed")} == {(1, "title")}
+    assert env.pbx.contact(1)["email"] == "typed.by@person.example"
+    assert env.pbx.contact(1)["remark"] == "Call before 10am\nTitle: CFO"
+    with env.store() as store:
+        assert store.field_states([1])[1]["email"].owner == "person"
+        assert store.tombstoned_ids() == {4}
+
+
+def test_tokens_expiring_in_the_middle_of_the_push_are_refreshed_once(gated: tuple[Env, Gate]) -> None:
+    env, gate = gated
+    result = env.sync_held(gate, "company_contact/update", 10, env.pbx.expire_tokens)
+    assert result.code == 0, result.err
+    done = finished(result)
+    assert done["updated"] == done["planned_updates"] > 30
+    assert env.pbx.calls["refresh_token"] == 1
+    assert env.pbx.calls["get_token"] == 1  # the links import's token, reused by the run
+    assert len(env.pbx.updates) == done["updated"]
