@@ -40,7 +40,7 @@ from syncd.model import Contact, ContactUpdate, FieldChange, Vendor
 from syncd.pbx.client import PbxToken, YeastarClient
 from syncd.pbx.errors import PbxAuthError, PbxError, PbxRejected
 from syncd.pull import PullResult, phonebook_filter, pull_contacts
-from syncd.store import JournalEntry, StateStore, TokenRecord
+from syncd.store import FieldState, JournalEntry, StateStore, TokenRecord
 from syncd.vendors.base import Provider
 
 log = get_logger("syncd.engine")
@@ -211,6 +211,8 @@ class SyncEngine:
             for cid in pulled.classification.unchanged:
                 bases[cid] = pulled.contacts[cid]
             states = self.store.field_states(pulled.contacts)
+            if self.dry_run:
+                await self._preview_journal(pbx, pulled, bases, states)
             providers = self._providers if self._providers is not None else self._build_providers()
             enriched = await self._enrich(providers, pulled, bases, states, summary)
             crashpoint.reached("enriched")
@@ -517,6 +519,38 @@ class SyncEngine:
             )
 
     # --- crash recovery -------------------------------------------------------------------------
+    async def _preview_journal(
+        self,
+        pbx: YeastarClient,
+        pulled: PullResult,
+        bases: dict[int, Contact],
+        states: dict[int, dict[str, FieldState]],
+    ) -> None:
+        """Dry run: plan as if the journal had been resumed, writing nothing.
+
+        An entry a killed run already applied is only confirmed by the next real run (its record becomes
+        the base, its fields syncd's); without this, the dry run would take syncd's own writes for a
+        person's changes. Entries not applied are planned again by the merge, as the resume would send them.
+        """
+        pending = [e for e in self.store.journal_pending() if e.contact_id in pulled.contacts]
+        if not pending:
+            return
+        stored = self.store.load_contacts(e.contact_id for e in pending)
+        now = self.clock()
+        for entry in pending:
+            held, base = pulled.contacts[entry.contact_id], stored.get(entry.contact_id)
+            if base is None or not _holds(
+                held, apply_update(base, _rebased(entry.update, base)), entry.update
+            ):
+                continue
+            bases[entry.contact_id] = held
+            fields = states.setdefault(entry.contact_id, {})
+            for change in entry.update.changes:
+                if not (fields.get(change.field) and fields[change.field].person_owned):
+                    fields[change.field] = FieldState(
+                        owner="syncd", syncd_value=change.new, source=change.source, written_at=now
+                    )
+
     async def _resume_journal(self, pbx: YeastarClient, run_id: str, summary: RunSummary) -> None:
         pending = self.store.journal_pending()
         if not pending:

@@ -214,3 +214,39 @@ def test_killed_run_then_rerun_ends_like_an_uninterrupted_run(
     assert steady.code == 0
     assert steady.event("contact.changed") == []
     assert env.phonebook() == baseline.phonebook
+
+
+def test_a_dry_run_after_a_killed_push_plans_what_the_next_run_does(
+    make_env: EnvFactory, baseline: Baseline
+) -> None:
+    """Updates a killed run sent but never confirmed are syncd's own writes: a dry run must not report them
+    as a person's changes, and must show what the next real run would still send."""
+    r = rig(make_env)
+    env = r.env
+    # 119 updates applied (the first chunk of 100 also confirmed), update 120 onwards never sent
+    kill_at(r, KillPoint("pbx", "company_contact/update", 120, apply=False), env.dir / "killed.log")
+    with env.store() as store:
+        pending = {e.contact_id: e for e in store.journal_pending()}
+    applied_ids = {body["id"] for body in env.pbx.updates}
+    assert len(applied_ids) == 119
+    unconfirmed = {cid for cid in pending if cid in applied_ids}
+    unsent = set(pending) - unconfirmed
+    assert len(unconfirmed) == 19 and unsent
+
+    dry = env.sync("--dry-run")
+    assert dry.code == 0, dry.err
+    plan = dry.lines
+    assert [row for row in plan if row["event"] == "plan.person_owned"] == []
+    planned = {(row["contact_id"], row["field"], row["new"]) for row in plan if row["event"] == "plan.change"}
+    assert planned == {
+        (cid, change.field, change.new) for cid in unsent for change in pending[cid].update.changes
+    }
+
+    # and the real run does just that: confirms the 19, sends the rest, marks no field person-owned
+    real = env.sync()
+    assert real.code == 0, real.err
+    [resumed] = real.event("journal.resumed")
+    assert (resumed["confirmed"], resumed["sent"]) == (len(unconfirmed), len(unsent))
+    [done] = real.event("run.finished")
+    assert done["person_touched"] == 0
+    assert env.phonebook() == baseline.phonebook
