@@ -291,7 +291,7 @@ class _Stage:
             self.reserved += cost
             return chunk
         per_request = max(1.0, cost / len(chunk))
-        n = int(left // per_request)
+        n = max(0, int(left // per_request))  # left < 0 once spent exceeds a lowered budget
         kept, dropped = chunk[:n], chunk[n:]
         for item, _, _ in dropped:
             self.outbox.put_nowait(item)

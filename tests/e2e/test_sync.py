@@ -458,3 +458,46 @@ def test_tokens_expiring_in_the_middle_of_the_push_are_refreshed_once(gated: tup
     assert env.pbx.calls["refresh_token"] == 1
     assert env.pbx.calls["get_token"] == 1  # the links import's token, reused by the run
     assert len(env.pbx.updates) == done["updated"]
+
+
+# --- credits ------------------------------------------------------------------------------------------------
+
+
+def test_a_budget_lowered_below_what_was_spent_buys_nothing_more(make_env: EnvFactory) -> None:
+    # contacts nobody found are asked again after retry_not_found_after: here at once
+    env = make_env(edit=lambda t: t.replace("[enrich]\n", '[enrich]\nretry_not_found_after = "1s"\n', 1))
+    env.import_links()
+    first = env.sync()
+    assert first.code == 0
+    spent = finished(first)["credits"]["contactout"]
+    assert finished(first)["vendors"]["contactout"]["not_found"] > 0
+
+    # the operator lowers ContactOut's budget below what this month already cost
+    lowered = spent - 1
+    env.write_config(
+        edit=lambda t: _with_contactout_budget(
+            t.replace("[enrich]\n", '[enrich]\nretry_not_found_after = "1s"\n', 1), lowered
+        )
+    )
+    calls, charged = vendor_calls(env.sims)["contactout"], credits_charged(env.sims)["contactout"]
+    time.sleep(1.1)
+    second = env.sync()
+    assert second.code == 0, second.err
+    assert vendor_calls(env.sims)["contactout"] == calls
+    assert credits_charged(env.sims)["contactout"] == charged
+    done = finished(second)
+    assert done["vendors"]["contactout"]["asked"] == 0
+    assert done["vendors"]["contactout"]["stopped"] == "budget"
+    [event] = second.event("vendor.budget_exhausted")
+    assert (event["vendor"], event["budget"], event["spent"]) == ("contactout", lowered, spent)
+    status = env.cli("status", "--json").lines[0]
+    assert status["vendors"]["contactout"]["remaining"] == 0
+
+
+def _with_contactout_budget(text: str, budget: int) -> str:
+    head, _, tail = text.partition("[vendors.contactout]\n")
+    return (
+        head
+        + "[vendors.contactout]\n"
+        + tail.replace("monthly_credit_budget = 100000", f"monthly_credit_budget = {budget}", 1)
+    )
