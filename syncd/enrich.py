@@ -292,6 +292,17 @@ class _Stage:
             return chunk
         per_request = max(1.0, cost / len(chunk))
         n = max(0, int(left // per_request))  # left < 0 once spent exceeds a lowered budget
+
+        def fits(k: int) -> bool:
+            return self.provider.max_cost([r for _, r, _ in chunk[:k]]) <= left
+
+        if n and not fits(n):
+            # the average hides dearer requests at the front: the longest prefix within the budget
+            lo, hi = 0, n
+            while hi - lo > 1:
+                mid = (lo + hi) // 2
+                lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+            n = lo
         kept, dropped = chunk[:n], chunk[n:]
         for item, _, _ in dropped:
             self.outbox.put_nowait(item)

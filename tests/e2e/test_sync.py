@@ -6,16 +6,20 @@ A seeded 60-contact phonebook; contacts 1, 4, 7, ... are found through InsideVie
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
+from syncd.config import load_config
+from syncd.engine import SyncEngine
+from syncd.model import EnrichmentResult, LookupRequest, Outcome, Vendor
 from syncd.sim.dataset import Dataset, Person, Route
 from syncd.sim.launch import Simulators
 from tests.e2e.harness import Env, EnvFactory, Gate, RejectUpdates, Result, wrap
@@ -501,3 +505,47 @@ def _with_contactout_budget(text: str, budget: int) -> str:
         + "[vendors.contactout]\n"
         + tail.replace("monthly_credit_budget = 100000", f"monthly_credit_budget = {budget}", 1)
     )
+
+
+class MeteredVendor:
+    """A ContactOut stand-in that finds nobody and charges exactly its estimate: 4 credits for contacts
+    1 to 3 (say, a search plus contact details), 1 for the others."""
+
+    vendor = Vendor.contactout
+    max_batch = 1000
+
+    def __init__(self) -> None:
+        self.charged = 0
+
+    @staticmethod
+    def cost(request: LookupRequest) -> int:
+        return 4 if request.contact_id <= 3 else 1
+
+    def can_lookup(self, request: LookupRequest) -> bool:
+        return True
+
+    def max_cost(self, requests: Sequence[LookupRequest]) -> int:
+        return sum(self.cost(r) for r in requests)
+
+    async def lookup(self, requests: Sequence[LookupRequest]) -> list[EnrichmentResult]:
+        now = datetime.now(UTC)
+        self.charged += self.max_cost(requests)
+        return [
+            EnrichmentResult(self.vendor, r.contact_id, Outcome.not_found, now, credits=self.cost(r))
+            for r in requests
+        ]
+
+    async def aclose(self) -> None:
+        return None
+
+
+def test_the_budget_holds_when_requests_cost_unequal_amounts(make_env: EnvFactory) -> None:
+    env = make_env(edit=lambda t: _with_contactout_budget(t, 10))
+    vendor = MeteredVendor()
+    config = load_config(env.config)
+    with env.store() as store, store.lock():
+        summary = asyncio.run(SyncEngine(config, store, providers={Vendor.contactout: vendor}).run())
+        spent = store.credits_for_month(summary.started_at.strftime("%Y-%m"))
+    assert summary.vendor_stops == {"contactout": "budget"}
+    assert 0 < vendor.charged <= 10
+    assert spent == {"contactout": vendor.charged}
