@@ -253,7 +253,6 @@ _GROUPS: Final = (
     _group("fax", None, (NumberSlot.business_fax,), {PhoneKind.fax: 0}),
     _group("other", None, (NumberSlot.other_number,), {PhoneKind.other: 0}),
 )
-_SLOT_ORDER: Final = {slot: i for i, slot in enumerate(NumberSlot)}
 # phone kind -> (index of its group in _GROUPS, preference within the group)
 _KIND_GROUP: Final = {kind: (gi, pref) for gi, g in enumerate(_GROUPS) for kind, pref in g.kinds.items()}
 _SLOT_KEYS: Final = tuple((slot, slot.value) for slot in NumberSlot)
@@ -312,7 +311,7 @@ class _Plan:
         self.answered: set[Want] = set()  # open wants for which results hold an acceptable value
         self.email: tuple[str, str, str] | None = None  # (new, source, reason)
         self.numbers: dict[NumberSlot, tuple[str, str, str]] = {}  # slot -> (new, source, reason)
-        self.title: tuple[str, str, str] | None = None  # (new title, source, reason)
+        self.title: tuple[str, str, str, str] | None = None  # (new title, source, reason, old title)
         self.remark: str | None = None  # the new remark when the title goes there
         self.skips: list[Skip] = []
 
@@ -427,33 +426,39 @@ def _plan_numbers(
 ) -> None:
     policy = settings.numbers
     region = settings.default_region
-    style = settings.number_format
-    blocked = plan.blocked
     skips = plan.skips
     held = dict(current.numbers)
     # the vendors' numbers per group, in waterfall order: (result index, kind preference, position, phone)
     proposed: list[list[tuple[int, int, int, FoundPhone]]] = [[] for _ in _GROUPS]
-    for ri, r in enumerate(found):
-        for i, p in enumerate(r.phones):
-            where = _KIND_GROUP.get(p.kind)
-            if where is not None:
-                proposed[where[0]].append((ri, where[1], i, p))
+    if found:
+        kind_group = _KIND_GROUP
+        for ri, r in enumerate(found):
+            for i, p in enumerate(r.phones):
+                where = kind_group.get(p.kind)
+                if where is not None:
+                    proposed[where[0]].append((ri, where[1], i, p))
     # 1. which groups are open, and each open group's source: the first result with an acceptable number
     sourced: list[
         tuple[int, int, list[NumberSlot], list[NumberSlot], list[tuple[int, int, str, str, str]]]
     ] = []
-    for gi, (group, bucket) in enumerate(zip(_GROUPS, proposed, strict=True)):
+    never = policy is _NEVER
+    refresh = policy is _REFRESH
+    blocked = plan.blocked
+    for gi in range(len(_GROUPS)):
+        group = _GROUPS[gi]
+        bucket = proposed[gi]
         empty: list[NumberSlot] = []
         stale: list[NumberSlot] = []  # numbers syncd wrote that refresh may replace
-        why: SkipReason | None = _R_NEVER if policy is _NEVER else None
+        why: SkipReason | None = _R_NEVER if never else None
         if why is None:
             for slot, key in group.slots:
-                value = held.get(slot)
                 if key in blocked:
                     why = _R_PERSON
-                elif not value:
+                    continue
+                value = held.get(slot)
+                if not value:
                     empty.append(slot)
-                elif policy is _REFRESH and (st := states.get(key)) is not None and st.syncd_value == value:
+                elif refresh and (st := states.get(key)) is not None and st.syncd_value == value:
                     stale.append(slot)
                 elif why is None:
                     why = _R_OCCUPIED
@@ -464,8 +469,11 @@ def _plan_numbers(
             continue
         if group.want is not None:
             plan.opened.add(group.want)
+        if not bucket:
+            continue
         candidates: list[tuple[int, int, str, str, str]] = []
         source = -1
+        style = settings.number_format
         for ri, pref, i, p in bucket:
             if ri != source:
                 if candidates:
@@ -482,7 +490,7 @@ def _plan_numbers(
                     Skip(group.name, p.number, SkipReason.invalid_number, _VENDOR_NAME[found[ri].vendor])
                 )
                 continue
-            candidates.append((pref, i, p.number, *rendered))
+            candidates.append((pref, i, p.number, rendered[0], rendered[1]))
         if candidates:
             if group.want is not None:
                 plan.answered.add(group.want)
@@ -492,16 +500,15 @@ def _plan_numbers(
     # 2. fill the groups in waterfall order of their sources, so that a number two vendors file under
     #    different kinds lands where the earlier vendor put it, whatever later vendors say
     if len(sourced) > 1:
-        sourced.sort(key=lambda g: (g[0], g[1]))
+        sourced.sort(key=_source_order)
     present: dict[str, int] = {}  # E.164 -> how many slots hold it now
     for n in held.values():
         if (e := to_e164(n, region)) is not None:
             present[e] = present.get(e, 0) + 1
     for source, gi, empty, replaceable, candidates in sourced:
-        group = _GROUPS[gi]
-        stale = replaceable
+        name = _GROUPS[gi].name
         src = _VENDOR_NAME[found[source].vendor]
-        if stale:
+        if replaceable:
             # a number syncd wrote is stale when neither the source nor an earlier result lists it
             listed = {
                 e
@@ -509,15 +516,17 @@ def _plan_numbers(
                 for q in f.phones
                 if (e := to_e164(q.number, region)) is not None
             }
-            stale = [s for s in stale if to_e164(held[s], region) not in listed]
-        free = stale + empty
+            free = [s for s in replaceable if to_e164(held[s], region) not in listed]
+            free += empty
+        else:
+            free = empty[:]
         if len(candidates) > 1:
             candidates.sort()
         for _pref, _i, raw, e164, text in candidates:
             if present.get(e164):
-                skips.append(Skip(group.name, raw, _R_PRESENT, src))
+                skips.append(Skip(name, raw, _R_PRESENT, src))
             elif not free:
-                skips.append(Skip(group.name, raw, SkipReason.no_free_slot, src))
+                skips.append(Skip(name, raw, SkipReason.no_free_slot, src))
             else:
                 slot = free.pop(0)
                 if slot in empty:
@@ -528,6 +537,10 @@ def _plan_numbers(
                         present[old] -= 1
                 plan.numbers[slot] = (text, src, reason)
                 present[e164] = present.get(e164, 0) + 1
+
+
+def _source_order(g: tuple[int, int, object, object, object]) -> tuple[int, int]:
+    return g[0], g[1]
 
 
 def _plan_title(
@@ -588,7 +601,7 @@ def _plan_title(
                 continue
             plan.remark = new_remark
         plan.answered.add(_W_TITLE)
-        plan.title = (title, src, mode)
+        plan.title = (title, src, mode, held)
         return
 
 
@@ -642,19 +655,21 @@ def merge(
         changes.append(FieldChange(cid, EMAIL, current.email, new_email, src, reason))
     if plan.numbers:
         held = dict(current.numbers)
-        for slot, key in _SLOT_KEYS:
-            if slot in plan.numbers:
-                text, src, reason = plan.numbers[slot]
+        planned = plan.numbers
+        numbers: list[tuple[NumberSlot, str]] = []
+        for slot, key in _SLOT_KEYS:  # every slot in the canonical order, the new ones included
+            if slot in planned:
+                text, src, reason = planned[slot]
                 changes.append(FieldChange(cid, key, held.get(slot, ""), text, src, reason))
-                held[slot] = text
-        new_numbers = tuple(sorted(held.items(), key=lambda sn: _SLOT_ORDER[sn[0]]))
+                numbers.append((slot, text))
+            elif slot in held:
+                numbers.append((slot, held[slot]))
+        new_numbers = tuple(numbers)
     if plan.title is not None:
-        title, src, reason = plan.title
+        title, src, reason, old = plan.title
         if settings.title_target is _T_REMARK:
-            old = title_in(current.remark)
             new_remark = plan.remark
         else:
-            old = current.job_title or ""
             new_job_title = title
         changes.append(FieldChange(cid, TITLE, old, title, src, reason))
     update = None

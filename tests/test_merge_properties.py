@@ -234,10 +234,9 @@ def scenarios(
     draw: st.DrawFn,
 ) -> tuple[Contact | None, Contact, list[EnrichmentResult], dict[str, FieldState], MergeSettings]:
     s = draw(merge_settings)
-    base = draw(contacts())
-    current = draw(person_edits(base))
-    if draw(st.integers(0, 4)) == 0:
-        base = None
+    before = draw(contacts())
+    current = draw(person_edits(before))
+    base = None if draw(st.integers(0, 4)) == 0 else before
     states = draw(field_states(current, s.title_target))
     return base, current, draw(results()), states, s
 

@@ -145,7 +145,7 @@ def test_format_number_is_pbx_valid_and_reads_back(style: NumberFormat, region: 
 
 def test_format_number_national_in_own_region_for_every_region() -> None:
     for e164 in EXAMPLES:
-        region = phonenumbers.region_code_for_number(phonenumbers.parse(e164, None))
+        region = str(phonenumbers.region_code_for_number(phonenumbers.parse(e164, None)))
         text = format_number(e164, NumberFormat.national, region)
         assert pbx_number_ok(text), (e164, text)
         assert to_e164(text, region) == e164, (e164, region, text)
