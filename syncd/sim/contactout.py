@@ -110,7 +110,9 @@ MSG_NOT_FOUND = "Not Found"
 
 # endpoint name -> rate-limit class ("general" when absent); see the module docstring
 RATE_CLASS = {
-    "people_enrich": "search",
+    # People Enrich is its own API in the docs, so it counts in "other APIs" (1000/min); the 60/min
+    # class is the People Search API (/v1/people/search)
+    "people_search": "search",
     "email_verify": "checker",
     "email_verify_batch": "checker",
     "personal_email_status": "checker",
@@ -453,15 +455,17 @@ class ContactOutSimulator:
             return []
         idx = self._index()
         ids: list[int] = []
+        # every identifier given is used, strongest first: the first one that finds someone decides
         if query.linkedin_url:
             person = self.person_for_url(query.linkedin_url)
-            return [person] if person is not None else []
+            if person is not None:
+                return [person]
         if query.email:
             ids = idx.by_email.get(query.email.strip().lower(), [])
-        elif query.phone:
+        if not ids and query.phone:
             e164 = to_e164(query.phone, "US")
             ids = idx.by_phone.get(e164, []) if e164 else []
-        elif query.name:
+        if not ids and query.name:
             persons = [self.dataset.person(cid) for cid in idx.by_name.get(_name_key(query.name), [])]
             wanted = {fold_company(c) for c in query.companies} - {""}
             domains = {_domain_of(d) for d in query.domains} - {""}

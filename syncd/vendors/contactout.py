@@ -2,23 +2,22 @@
 
 The token travels in the `token` header only (never in a URL) and is registered with the log redactor.
 
-Identity matching (a request without `vendor_id`): `POST /v1/people/enrich` by the contact's email if it
-has a valid one, else by its phones (mobile-looking numbers first, at most `MAX_PHONE_TRIES`), else by full
-name + company; a 404 is free, so the next identifier is tried, and the first profile found ends the
-search, with one exception: a profile found by email or phone whose name is someone else's (a shared
-inbox, a switchboard) says nothing about the contact, so name + company is still asked (once). The
-profile is accepted only by `syncd.vendors.matching.accept_match` (full name and company agree,
-no `altMatches`), whichever identifier found it. Accepted -> `Outcome.found`, `vendor_id` = the profile's
-LinkedIn URL, `matched_by` = "email" | "phone" | "name_company", `match_confidence`. Refused (weak, partial,
-ambiguous) -> `Outcome.not_found` with `matched_by`, the confidence, `error` = "match refused: <reason>", and
-the candidate's URL, name and company (for the engine's `unmatched` link), but no contact data.
+Identity matching (a request without `vendor_id`): ONE `POST /v1/people/enrich` with every identifier
+the contact has: its email (if valid), its most person-like phone (a mobile before a switchboard) and full
+name + company; the API answers with the profile the strongest identifier finds. The profile is accepted
+only by `syncd.vendors.matching.accept_match` (full name and company agree, no `altMatches`). Should the
+email or phone have found someone else (a shared inbox, a switchboard), name + company alone is asked
+once more. A 404 ends the search (every identifier was in the query). Accepted -> `Outcome.found`,
+`vendor_id` = the profile's LinkedIn URL, `matched_by` = the identifiers sent ("email+phone+name_company"),
+`match_confidence`. Refused (weak, partial, ambiguous) -> `Outcome.not_found` with `matched_by`, the
+confidence and `error` = "match refused: <reason>", but no contact data.
 
 Where the contact data comes from (`contact_fetch`):
-- "after_match" (default): People Enrich is asked without `include` (1 search credit when found), and the
+- "after_match": People Enrich is asked without `include` (1 search credit when found), and the
   emails and phones of an accepted profile are bought afterwards with `GET /v1/people/linkedin?profile=
   &include_phone=true` (1 email + 1 phone credit when found). A refused match then costs 1 credit, not 3.
-- "inline": People Enrich with `include: [work_email, personal_email, phone]`: one call, but a refused or
-  ambiguous profile is paid in full (search + email + phone).
+- "inline" (default): People Enrich with `include: [work_email, personal_email, phone]`: one call per
+  contact, but a refused or ambiguous profile is paid in full (search + email + phone).
 
 Refresh of known people (`vendor_id` = a LinkedIn profile URL), by `batch_mode`:
 - "auto": 31 or more distinct URLs in one lookup -> v2 async bulk (`POST /v2/people/linkedin/batch`, at most
@@ -46,9 +45,9 @@ by People Enrich, 1 email credit when an email was returned (garbage included: i
 credit when a phone was returned, 1 verifier credit per valid / invalid / accept_all verdict. A URL that
 several contacts share is fetched once and charged to the first of them.
 
-Rate limits: the `HttpSettings` rate is the general 1000/min class; People Enrich also passes a
-`search_rate` limiter (People Search class, 60/min) and the verifier a `checker_rate` one (Contact Checker
-class, 150/min). Which endpoints the docs' classes cover is not said: this is the cautious reading.
+Rate limits: the `HttpSettings` rate is the general 1000/min class ("other APIs"), which covers People
+Enrich and Contact Info; `search_rate` (People Search class, 60/min) is kept for the search endpoint and
+the verifier gets a `checker_rate` limiter (Contact Checker class, 150/min).
 
 Errors: 400/401 naming bad credentials (the docs' table gives 400 for those) or a bare 401 -> `AuthError`;
 400/401 naming bad input -> that contact's `Outcome.error`; 403 (out of credits, no access to endpoint)
@@ -104,7 +103,6 @@ LOOKUP_BATCH = 100
 V2_THRESHOLD = 31  # "auto": this many distinct URLs or more go to the v2 bulk
 VERIFY_BATCH_MAX = 100  # the docs allow 1000; public clients send 100
 VERIFY_BATCH_MIN = 3  # fewer addresses are verified one by one (no job to poll)
-MAX_PHONE_TRIES = 2
 SEARCH_RATE = 1.0  # People Search class: 60/min
 CHECKER_RATE = 2.5  # Contact Checker class: 150/min
 GENERAL_RATE = 1000 / 60  # other APIs: 1000/min, for the HttpSettings the config builds
@@ -260,7 +258,7 @@ class ContactOutProvider:
         default_region: str = "US",
         verify_emails: bool = False,
         batch_mode: BatchMode = "auto",
-        contact_fetch: ContactFetch = "after_match",
+        contact_fetch: ContactFetch = "inline",
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], datetime] = _utcnow,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
@@ -320,9 +318,9 @@ class ContactOutProvider:
                     urls.add(url)
                     cost += 1 if self._batch_mode == "v1" else 2 + verify
             elif not request.vendor_id and matchable(request):
-                # search + email + phone, plus the search credit of one refused profile found by email or
-                # phone before name + company found the person
-                cost += 4 + verify
+                # search + email + phone, plus one refused profile of someone else found by email or phone
+                # before name + company found the person: its search credit, or (inline) all three
+                cost += (6 if self._contact_fetch == "inline" else 4) + verify
         return cost
 
     async def lookup(self, requests: Sequence[LookupRequest]) -> list[EnrichmentResult]:
@@ -523,10 +521,15 @@ class ContactOutProvider:
 
     # --- identity matching ------------------------------------------------------------------
     def _attempts(self, request: LookupRequest) -> list[tuple[str, dict[str, Any]]]:
-        attempts: list[tuple[str, dict[str, Any]]] = []
+        """One People Enrich query with every identifier the contact has (the API uses the strongest
+        that finds someone), then name + company alone in case that profile is someone else's."""
+        by_name = {"full_name": request.name.strip(), "company": [request.company.strip()]}
+        combined: dict[str, Any] = dict(by_name)
+        kinds: list[str] = []
         email = clean_email(request.email)
         if email is not None:
-            attempts.append(("email", {"email": email}))
+            combined["email"] = email
+            kinds.append("email")
         numbers: list[str] = []
         for raw in request.phones:
             number = to_e164(raw, self._region)
@@ -534,11 +537,12 @@ class ContactOutProvider:
                 numbers.append(number)
         # a mobile identifies a person; a business number is often a switchboard shared by many
         numbers.sort(key=lambda n: phone_kind(n) is not PhoneKind.mobile)
-        attempts.extend(("phone", {"phone": n}) for n in numbers[:MAX_PHONE_TRIES])
-        attempts.append(
-            ("name_company", {"full_name": request.name.strip(), "company": [request.company.strip()]})
-        )
-        return attempts
+        if numbers:
+            combined["phone"] = numbers[0]
+            kinds.append("phone")
+        if not kinds:
+            return [("name_company", by_name)]
+        return [("+".join([*kinds, "name_company"]), combined), ("name_company", by_name)]
 
     def _match_unit(self, pos: int, request: LookupRequest, fetched_at: datetime) -> Unit:
         async def unit(run: _Run) -> dict[int, EnrichmentResult]:
@@ -554,23 +558,22 @@ class ContactOutProvider:
             matched_by, query = attempts.pop(0)
             payload = {**query, "include": list(INCLUDE_ALL)} if inline else query
             try:
-                body = await self._call(
-                    "POST", ENRICH_PATH, run, gate=True, limiter=self._search_limiter, json=payload
-                )
+                # People Enrich is in the docs' "other APIs" class: the general rate limit applies
+                body = await self._call("POST", ENRICH_PATH, run, gate=True, json=payload)
             except BadRequest as exc:
                 log.info(
                     "vendor.query_refused", vendor=self.vendor.value, matched_by=matched_by, reason=exc.reason
                 )
                 continue
             if body is None:
-                continue  # 404: free, try the next identifier
+                break  # 404: every identifier was tried at once; nobody by them
             profile = body.get("profile")
             if not isinstance(profile, dict) or not profile:
-                continue  # `{"profile": []}`: the docs' "empty results"
+                break  # `{"profile": []}`: the docs' "empty results", for every identifier, like a 404
             result, reason = await self._judge(
                 request, fetched_at, run, matched_by=matched_by, profile=profile, inline=inline
             )
-            if refused is None and attempts and reason in OTHER_PERSON:
+            if refused is None and attempts and reason in OTHER_PERSON and matched_by != "name_company":
                 # the email or phone belongs to someone else (a shared inbox, a switchboard): that says
                 # nothing about this contact, so ask by name + company once more, and nothing else
                 refused, attempts = result, attempts[-1:]

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
 from contextlib import asynccontextmanager, contextmanager
 from functools import cache
+from itertools import pairwise
 from typing import Any
 
 import httpx
@@ -18,14 +20,15 @@ from structlog.testing import capture_logs
 from syncd.errors import AuthError, MalformedResponse, OutOfCredits, ServiceUnavailable
 from syncd.http import HttpSettings
 from syncd.model import EmailKind, EnrichmentResult, LookupRequest, Outcome, PhoneKind, Vendor
-from syncd.normalize import fold_company, to_e164
-from syncd.sim.contactout import ContactOutSimulator, linkedin_slug
+from syncd.normalize import clean_email, fold_company, to_e164
+from syncd.sim.contactout import RATE_CLASS, ContactOutSimulator, linkedin_slug
 from syncd.sim.dataset import Dataset, Person, Route
 from syncd.sim.faults import Faults
 from syncd.sim.server import SimServer
 from syncd.vendors.base import Provider
 from syncd.vendors.contactout import (
     CHECKER_RATE,
+    INCLUDE_ALL,
     SEARCH_RATE,
     V1_BATCH_MAX,
     V2_BATCH_MAX,
@@ -63,6 +66,17 @@ def identity(p: Person) -> tuple[tuple[str, ...], str]:
 @cache
 def identities() -> Counter[tuple[tuple[str, ...], str]]:
     return Counter(identity(p) for p in persons() if findable(p))
+
+
+@cache
+def held() -> Counter[str]:
+    """How many findable persons ContactOut holds each email (lower case) and E.164 phone for."""
+    counts: Counter[str] = Counter()
+    for p in persons():
+        if findable(p) and not p.garbage:
+            info = ORACLE.contact_info(p)
+            counts.update({e.lower() for e in info.emails} | expected_phones(p))
+    return counts
 
 
 def unique(p: Person) -> bool:
@@ -121,6 +135,30 @@ async def serving(
             await provider.aclose()
 
 
+class Recorder(httpx.AsyncBaseTransport):
+    """Real loopback HTTP that also keeps the JSON body of every People Enrich request sent."""
+
+    def __init__(self) -> None:
+        self._inner = httpx.AsyncHTTPTransport()
+        self.enrich: list[dict[str, Any]] = []
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v1/people/enrich":
+            self.enrich.append(json.loads(request.content))
+        return await self._inner.handle_async_request(request)
+
+    async def aclose(self) -> None:
+        await self._inner.aclose()
+
+
+def enrich_query(p: Person, *, include: bool = True, **identifiers: str) -> dict[str, Any]:
+    """The People Enrich body the provider should send for `p` (`ask(p)`), with these identifiers."""
+    body: dict[str, Any] = {"full_name": p.full_name, "company": [p.company], **identifiers}
+    if include:
+        body["include"] = list(INCLUDE_ALL)
+    return body
+
+
 @contextmanager
 def all_logs(caplog: pytest.LogCaptureFixture) -> Iterator[list[MutableMapping[str, Any]]]:
     """structlog events, plus stdlib records (httpx) as {'event': text}."""
@@ -173,11 +211,15 @@ async def test_provider_interface_can_lookup_and_max_cost() -> None:
         assert not provider.can_lookup(ask(p, name="Jane"))  # a first name alone never matches
         assert not provider.can_lookup(ask(p, company="", email=p.work_email))  # email alone: same
         assert not provider.can_lookup(ask(p, vendor_id="12345"))  # not a LinkedIn URL
-        # search + email + phone per contact to match; email + phone per known URL (shared URLs once)
-        # + 1 search credit for a profile of someone else found by email / phone before name + company
-        assert provider.max_cost([ask(p), known(p), known(p)]) == 4 + 2
+        # inline (the default): search + email + phone per contact to match, twice (a profile of someone
+        # else found by email / phone is paid in full before name + company finds the person);
+        # email + phone per known URL (shared URLs once)
+        assert provider.max_cost([ask(p), known(p), known(p)]) == 6 + 2
     async with serving(simulator(), verify_emails=True) as provider:
-        assert provider.max_cost([ask(p), known(p)]) == 5 + 3
+        assert provider.max_cost([ask(p), known(p)]) == 7 + 3
+    async with serving(simulator(), contact_fetch="after_match") as provider:
+        # search + email + phone, plus the search credit of the refused profile of someone else
+        assert provider.max_cost([ask(p), known(p)]) == 4 + 2
     async with serving(simulator(), batch_mode="v1") as provider:
         assert provider.max_cost([known(p)]) == 1  # v1 bulk: emails only
     # the documented per-class limits, as the defaults of the provider's own limiters
@@ -185,6 +227,8 @@ async def test_provider_interface_can_lookup_and_max_cost() -> None:
     assert CHECKER_RATE * 60 == 150
     with pytest.raises(ValueError, match="batch_mode"):
         ContactOutProvider(settings("http://127.0.0.1:9"), TOKEN, batch_mode="v3")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="contact_fetch"):
+        ContactOutProvider(settings("http://127.0.0.1:9"), TOKEN, contact_fetch="never")  # type: ignore[arg-type]
 
 
 def test_title_from_headline() -> None:
@@ -210,8 +254,9 @@ def test_phone_kind_mapping() -> None:
 
 async def test_match_by_name_and_company() -> None:
     sim = simulator()
+    recorder = Recorder()
     p = pick(full_info)[0]
-    async with serving(sim) as provider:
+    async with serving(sim, transport=recorder) as provider:
         [result] = await provider.lookup([ask(p)])
     assert result.outcome is Outcome.found
     assert result.contact_id == p.contact_id
@@ -219,65 +264,116 @@ async def test_match_by_name_and_company() -> None:
     assert (result.matched_by, result.match_confidence) == ("name_company", 1.0)
     assert (result.full_name, result.company, result.title) == (p.full_name, p.company, p.title)
     assert_contact_data(result, p)
-    # after_match: enrich without contact data (1 search credit), then the contact info (email + phone)
+    # inline (the default): one People Enrich call that includes the contact data, nothing after it
+    assert recorder.enrich == [enrich_query(p)]
+    assert sim.calls["people_enrich"] == 1 and sim.calls["people_linkedin"] == 0
+    assert sim.charged == Counter({"search": 1, "email": 1, "phone": 1})
+    assert result.credits == 3 == charged_total(sim)
+
+
+async def test_match_after_match_buys_the_contact_info_afterwards() -> None:
+    sim = simulator()
+    recorder = Recorder()
+    p = pick(full_info)[0]
+    async with serving(sim, transport=recorder, contact_fetch="after_match") as provider:
+        [result] = await provider.lookup([ask(p, email=p.work_email)])
+    assert result.outcome is Outcome.found and result.matched_by == "email+name_company"
+    assert (result.full_name, result.company, result.title) == (p.full_name, p.company, p.title)
+    assert_contact_data(result, p)
+    # enrich without `include` (1 search credit), then the contact info by URL (email + phone)
+    assert recorder.enrich == [enrich_query(p, include=False, email=p.work_email)]
     assert sim.calls["people_enrich"] == 1 and sim.calls["people_linkedin"] == 1
     assert sim.charged == Counter({"search": 1, "email": 1, "phone": 1})
     assert result.credits == 3 == charged_total(sim)
 
 
-async def test_match_inline_asks_people_enrich_once() -> None:
-    sim = simulator()
-    p = pick(full_info)[0]
-    async with serving(sim, contact_fetch="inline") as provider:
-        [result] = await provider.lookup([ask(p)])
-    assert result.outcome is Outcome.found and result.matched_by == "name_company"
-    assert_contact_data(result, p)
-    assert sim.calls["people_enrich"] == 1 and sim.calls["people_linkedin"] == 0
-    assert result.credits == 3 == charged_total(sim)
-
-
 async def test_match_by_email() -> None:
     sim = simulator()
+    recorder = Recorder()
     p = pick(full_info)[0]
-    async with serving(sim) as provider:
-        [result] = await provider.lookup([ask(p, email=p.personal_email.upper())])
+    as_entered = p.personal_email.upper()
+    async with serving(sim, transport=recorder) as provider:
+        [result] = await provider.lookup([ask(p, email=as_entered)])
     assert result.outcome is Outcome.found
-    assert result.matched_by == "email" and result.vendor_id == p.linkedin_url
-    assert sim.calls["people_enrich"] == 1  # found at the first try
+    assert result.matched_by == "email+name_company" and result.vendor_id == p.linkedin_url
+    # the email goes cleaned, together with name + company, in one call
+    assert recorder.enrich == [enrich_query(p, email=clean_email(as_entered) or "")]
+    assert sim.calls["people_enrich"] == 1 and sim.calls["people_linkedin"] == 0
     assert result.credits == charged_total(sim) == 3
 
 
 async def test_match_by_phone_as_entered_in_the_pbx() -> None:
     sim = simulator()
+    recorder = Recorder()
     p = pick(lambda q: full_info(q) and q.mobile.startswith("+1") and q.mobile in expected_phones(q))[0]
     d = p.mobile[2:]
     as_entered = f"({d[:3]}){d[3:6]}-{d[6:]}"  # the way a person typed it into the PBX
-    async with serving(sim) as provider:
+    async with serving(sim, transport=recorder) as provider:
         [result] = await provider.lookup([ask(p, phones=("not a number", as_entered))])
     assert result.outcome is Outcome.found
-    assert result.matched_by == "phone" and result.vendor_id == p.linkedin_url
+    assert result.matched_by == "phone+name_company" and result.vendor_id == p.linkedin_url
+    # the invalid entry is skipped; the number goes as E.164, with name + company
+    assert recorder.enrich == [enrich_query(p, phone=p.mobile)]
+    assert sim.calls["people_enrich"] == 1 and sim.calls["people_linkedin"] == 0
+    assert result.credits == charged_total(sim) == 3
+
+
+@pytest.mark.parametrize(
+    ("case", "matched_by"),
+    [
+        ("email", "email+name_company"),
+        ("phone", "phone+name_company"),
+        ("unknown email, own phone", "email+phone+name_company"),  # the phone is used when the email fails
+        ("own email, someone else's phone", "email+phone+name_company"),  # the email comes first
+    ],
+)
+async def test_the_strongest_identifier_decides(case: str, matched_by: str) -> None:
+    # name + company alone is ambiguous for `second`; its own email or phone finds exactly that person
+    sim = simulator()
+    recorder = Recorder()
+    first, second, email, number = _ambiguous_pair_with_own_identifiers()
+    other = pick(lambda q: unique(q) and q.mobile in expected_phones(q) and held()[q.mobile] == 1)[0]
+    sent = {
+        "email": {"email": email},
+        "phone": {"phone": number},
+        "unknown email, own phone": {"email": "reception@somewhere.example", "phone": number},
+        "own email, someone else's phone": {"email": email, "phone": other.mobile},
+    }[case]
+    request = ask(second, email=sent.get("email", ""), phones=tuple(filter(None, [sent.get("phone")])))
+    async with serving(sim, transport=recorder) as provider:
+        [result] = await provider.lookup([request])
+    assert result.outcome is Outcome.found, result.error
+    assert result.vendor_id == second.linkedin_url != first.linkedin_url
+    assert result.matched_by == matched_by
+    assert recorder.enrich == [{**enrich_query(second), **sent}]
     assert sim.calls["people_enrich"] == 1
     assert result.credits == charged_total(sim)
 
 
-async def test_unknown_email_and_switchboard_fall_back_to_name_and_company() -> None:
+async def test_unknown_email_and_switchboard_then_name_and_company_in_the_same_call() -> None:
     sim = simulator()
+    recorder = Recorder()
     p = pick(full_info)[0]
-    # valid numbers nobody at ContactOut holds (unknown persons' phones): a switchboard, say
-    switchboards = tuple(q.direct for q in pick(lambda q: q.route is Route.unknown, 3))
-    request = ask(p, email="reception@somewhere.example", phones=switchboards)
-    async with serving(sim) as provider:
+    # valid numbers nobody at ContactOut holds (unknown persons' phones): a US switchboard and a mobile
+    switchboard = pick(lambda q: q.route is Route.unknown and phone_kind(q.direct) is not PhoneKind.mobile)
+    mobile = pick(lambda q: q.route is Route.unknown and phone_kind(q.mobile) is PhoneKind.mobile)
+    phones = (switchboard[0].direct, mobile[0].mobile)
+    request = ask(p, email="reception@somewhere.example", phones=phones)
+    async with serving(sim, transport=recorder) as provider:
         [result] = await provider.lookup([request])
-    assert result.outcome is Outcome.found and result.matched_by == "name_company"
-    # email, at most two phones, then name + company; the 404s are free
-    assert sim.calls["people_enrich"] == 4
-    assert sim.calls["status_404"] == 3
-    assert sim.charged["search"] == 1
-    assert result.credits == charged_total(sim)
+    assert result.outcome is Outcome.found and result.vendor_id == p.linkedin_url
+    assert result.matched_by == "email+phone+name_company"
+    # one call with every identifier; only the most person-like phone (the mobile) goes
+    assert recorder.enrich == [enrich_query(p, email="reception@somewhere.example", phone=phones[1])]
+    assert sim.calls["people_enrich"] == 1 and sim.calls["status_404"] == 0
+    assert sim.charged == Counter({"search": 1, "email": 1, "phone": 1})
+    assert result.credits == 3 == charged_total(sim)
 
 
-async def test_weak_matches_are_refused_with_a_reason() -> None:
+@pytest.mark.parametrize(("contact_fetch", "credits"), [("after_match", 1), ("inline", 3)])
+async def test_weak_matches_are_refused_with_a_reason(contact_fetch: str, credits: int) -> None:
     sim = simulator()
+    recorder = Recorder()
     a = pick(full_info)[0]
     b = pick(lambda q: full_info(q) and q.first_name != a.first_name and q.last_name != a.last_name)[0]
     requests = [
@@ -288,36 +384,113 @@ async def test_weak_matches_are_refused_with_a_reason() -> None:
         # a's email, but the PBX knows the first name only
         ask(a, contact_id=90_002, email=a.work_email, name=a.first_name),
     ]
-    async with serving(sim) as provider:
+    async with serving(sim, transport=recorder, contact_fetch=contact_fetch) as provider:
         results = await provider.lookup([requests[0], requests[1]])
         assert not provider.can_lookup(requests[2])
         [single] = await provider.lookup([requests[2]])
     for result in results:
         assert result.outcome is Outcome.not_found
-        assert result.matched_by == "email"
+        assert result.matched_by == "email+name_company"
         assert result.error is not None and result.error.startswith("match refused")
         assert result.emails == () and result.phones == () and result.title is None
-        assert result.credits == 1  # the search credit only: contact data is never bought for a refusal
+        # after_match buys no contact data for a refusal (the search credit only); inline paid it all
+        assert result.credits == credits
         assert result.match_confidence is not None and result.match_confidence < 1.0
     assert results[0].vendor_id == b.linkedin_url and results[0].full_name == b.full_name
     assert "name_mismatch" in (results[0].error or "")
-    assert sim.calls["people_enrich"] == 3  # by email (b), by name + company (404); by email (a)
     assert "company_mismatch" in (results[1].error or "")
-    assert single.outcome is Outcome.error  # a first name alone is never sent
+    # b's profile is someone else's: name + company alone is asked once more (404); a company mismatch
+    # is not, nor is a first name alone ever sent
+    include = contact_fetch == "inline"
+    assert sorted(recorder.enrich, key=repr) == sorted(
+        [
+            {**enrich_query(a, include=include, email=b.work_email), "full_name": "Nobody Known"},
+            {**enrich_query(a, include=include), "full_name": "Nobody Known"},
+            {
+                **enrich_query(a, include=include, email=a.work_email),
+                "company": ["Totally Different Corp"],
+            },
+        ],
+        key=repr,
+    )
+    assert sim.calls["people_enrich"] == 3 and sim.calls["status_404"] == 1
+    assert single.outcome is Outcome.error
     assert sim.calls["people_linkedin"] == 0
-    assert charged_total(sim) == 2 == sum(r.credits for r in results)
+    assert charged_total(sim) == 2 * credits == sum(r.credits for r in results)
 
 
-async def test_someone_elses_email_then_name_and_company_finds_the_person() -> None:
+@pytest.mark.parametrize(("contact_fetch", "refused_credits"), [("after_match", 1), ("inline", 3)])
+@pytest.mark.parametrize("identifier", ["email", "phone"])
+async def test_someone_elses_email_or_phone_then_name_and_company_finds_the_person(
+    identifier: str, contact_fetch: str, refused_credits: int
+) -> None:
     sim = simulator()
+    recorder = Recorder()
     a = pick(full_info)[0]
     b = pick(lambda q: full_info(q) and q.first_name != a.first_name and q.last_name != a.last_name)[0]
-    async with serving(sim) as provider:
-        [result] = await provider.lookup([ask(a, email=b.work_email)])  # a shared inbox, say
+    if identifier == "email":  # a shared inbox, say
+        request, sent = ask(a, email=b.work_email), {"email": b.work_email}
+    else:  # a switchboard, say, that ContactOut holds as b's
+        number = sorted(expected_phones(b))[0]
+        request, sent = ask(a, phones=(number,)), {"phone": number}
+    async with serving(sim, transport=recorder, contact_fetch=contact_fetch) as provider:
+        [result] = await provider.lookup([request])
+        worst_case = provider.max_cost([request])
     assert result.outcome is Outcome.found
     assert result.vendor_id == a.linkedin_url and result.matched_by == "name_company"
+    assert_contact_data(result, a)
+    include = contact_fetch == "inline"
+    assert recorder.enrich == [
+        enrich_query(a, include=include, **sent),
+        enrich_query(a, include=include),  # name + company alone, once
+    ]
     assert sim.calls["people_enrich"] == 2
-    assert result.credits == 1 + 3 == charged_total(sim)  # b's profile cost its search credit
+    assert sim.calls["people_linkedin"] == (0 if include else 1)
+    # b's profile is paid for too (its search credit; inline: its contact data as well): both are summed
+    assert result.credits == refused_credits + 3 == charged_total(sim)
+    assert result.credits <= worst_case  # the budget reservation covers it
+
+
+async def test_a_404_ends_the_search() -> None:
+    sim = simulator()
+    recorder = Recorder()
+    p = pick(full_info)[0]
+    nobody = pick(lambda q: q.route is Route.unknown)[0]
+    # nobody by email, by phone, nor by name + company: asked once, no identifier is tried on its own
+    request = ask(p, name="Nobody Atall", email=nobody.work_email, phones=(nobody.mobile,))
+    async with serving(sim, transport=recorder) as provider:
+        [result] = await provider.lookup([request])
+    assert result.outcome is Outcome.not_found
+    assert (result.matched_by, result.error, result.vendor_id, result.credits) == (None, None, None, 0)
+    assert recorder.enrich == [
+        {**enrich_query(p, email=nobody.work_email, phone=nobody.mobile), "full_name": "Nobody Atall"}
+    ]
+    assert sim.calls["people_enrich"] == sim.calls["status_404"] == 1
+    assert charged_total(sim) == 0
+
+
+async def test_empty_results_end_the_search() -> None:
+    # the docs' "empty results" (`{"profile": []}`) answer the whole query, like a 404
+    sent: list[dict[str, Any]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sent.append(json.loads(request.content))
+        return httpx.Response(200, json={"status_code": 200, "profile": []})
+
+    p = pick(full_info)[0]
+    provider = ContactOutProvider(
+        settings("http://contactout.test"),
+        TOKEN,
+        search_rate=None,
+        checker_rate=None,
+        transport=httpx.MockTransport(handler),
+    )
+    try:
+        [result] = await provider.lookup([ask(p, email=p.work_email, phones=(p.mobile,))])
+    finally:
+        await provider.aclose()
+    assert result.outcome is Outcome.not_found and result.credits == 0
+    assert sent == [enrich_query(p, email=p.work_email, phone=p.mobile)]
 
 
 def _ambiguous_pair() -> tuple[Person, Person]:
@@ -332,6 +505,22 @@ def _ambiguous_pair() -> tuple[Person, Person]:
         ):
             return group[0], group[1]
     raise AssertionError("no ambiguous name + company pair in the dataset")
+
+
+def _ambiguous_pair_with_own_identifiers() -> tuple[Person, Person, str, str]:
+    """Two persons sharing name + company, and an email and a phone ContactOut holds for the second
+    only (duplicates in the dataset may share addresses)."""
+    groups: dict[tuple[tuple[str, ...], str], list[Person]] = {}
+    for p in persons():
+        if findable(p) and not p.garbage:
+            groups.setdefault(identity(p), []).append(p)
+    for group in groups.values():
+        for first, second in pairwise(group):
+            emails = [e for e in ORACLE.contact_info(second).emails if held()[e.lower()] == 1]
+            phones = sorted(n for n in expected_phones(second) if held()[n] == 1)
+            if emails and phones:
+                return first, second, emails[0], phones[0]
+    raise AssertionError("no ambiguous pair with identifiers of its own in the dataset")
 
 
 @pytest.mark.parametrize(("contact_fetch", "credits"), [("after_match", 1), ("inline", 3)])
@@ -615,15 +804,28 @@ async def test_bad_input_is_a_per_contact_error_not_an_auth_error() -> None:
 
 async def test_rate_limit_429_with_retry_after_then_success() -> None:
     t0 = time.monotonic()
-    # one People Search-class request per minute, and a window that ends a second after the first call
-    sim = simulator(search_per_minute=1, clock=lambda: time.monotonic() - t0 + 59.0)
+    # People Enrich is in the general class ("other APIs"): one such request per minute, and a window
+    # that ends a second after the first call
+    sim = simulator(general_per_minute=1, clock=lambda: time.monotonic() - t0 + 59.0)
     a, b = pick(full_info, 2)
     async with serving(sim) as provider:
         results = await provider.lookup([ask(a), ask(b)])
     assert [r.outcome for r in results] == [Outcome.found, Outcome.found]
-    assert sim.calls["status_429"] >= 1
+    assert sim.calls["status_429"] >= 1 and sim.calls["people_enrich"] == 2 + sim.calls["status_429"]
     assert provider.client.stats.throttled >= 1
     assert sum(r.credits for r in results) == charged_total(sim)
+
+
+async def test_people_enrich_is_not_held_to_the_search_rate() -> None:
+    # the provider's People Search-class limiter (60/min) is not applied to People Enrich
+    clock = ManualClock()
+    sim = simulator()
+    people = pick(full_info, 3)
+    async with serving(sim, search_rate=SEARCH_RATE, sleep=clock.sleep) as provider:
+        results = await provider.lookup([ask(p) for p in people])
+    assert all(r.outcome is Outcome.found for r in results)
+    assert sim.calls["people_enrich"] == 3
+    assert clock.sleeps == []  # a 1/s limiter would have waited before the second and third call
 
 
 async def test_injected_429_and_5xx_are_retried() -> None:
@@ -753,6 +955,22 @@ def test_sim_people_enrich_shape_and_charges() -> None:
         }
         r = client.post("/v1/people/enrich", json={"full_name": p.full_name, "location": "Berlin"})
         assert r.status_code == 404  # the sim knows no locations
+        # every identifier given is used, strongest first: the first one that finds someone decides
+        gone = pick(lambda q: q.route is Route.unknown)[0]
+        other = pick(lambda q: full_info(q) and q.contact_id != p.contact_id)[0]
+        r = client.post("/v1/people/enrich", json={"linkedin_url": gone.linkedin_url, "email": p.work_email})
+        assert r.json()["profile"]["url"] == p.linkedin_url  # an unknown URL: the email decides
+        r = client.post("/v1/people/enrich", json={"linkedin_url": p.linkedin_url, "email": other.work_email})
+        assert r.json()["profile"]["url"] == p.linkedin_url  # the URL comes first
+        r = client.post(
+            "/v1/people/enrich",
+            json={
+                "email": "nobody@nowhere.example",
+                "full_name": other.full_name,
+                "company": [other.company],
+            },
+        )
+        assert r.json()["profile"]["url"] == other.linkedin_url  # then name + company
 
 
 def test_sim_contact_info_batches_and_jobs() -> None:
@@ -806,24 +1024,41 @@ def test_sim_email_verifier_and_stats() -> None:
 
 
 def test_sim_rate_limit_classes_and_out_of_credits() -> None:
-    sim = simulator(search_per_minute=2, checker_per_minute=1, credits={"phone": 0})
+    # People Search 60/min is for the search endpoint; People Enrich is one of the "other APIs"
+    assert RATE_CLASS["people_search"] == "search"
+    assert RATE_CLASS.get("people_enrich", "general") == "general"
+    assert RATE_CLASS.get("people_linkedin", "general") == "general"
+    assert RATE_CLASS["email_verify"] == RATE_CLASS["email_verify_batch"] == "checker"
+    # a fixed clock: every request falls in the window [960, 1020)
+    sim = simulator(
+        general_per_minute=4,
+        search_per_minute=1,
+        checker_per_minute=1,
+        credits={"phone": 0},
+        clock=lambda: 1000.0,
+    )
     p = pick(full_info)[0]
     with raw(sim) as client:
         body = {"linkedin_url": p.linkedin_url}
+        # more than the search class allows: People Enrich is not counted there
         assert client.post("/v1/people/enrich", json=body).status_code == 200
         assert client.post("/v1/people/enrich", json=body).status_code == 200
-        r = client.post("/v1/people/enrich", json=body)
-        assert r.status_code == 429 and 1 <= int(r.headers["retry-after"]) <= 60
+        # the checker class is counted apart
         assert client.get("/v1/email/verify", params={"email": p.work_email}).status_code == 200
-        assert client.get("/v1/email/verify", params={"email": p.work_email}).status_code == 429
-        # the general class is counted apart
+        r = client.get("/v1/email/verify", params={"email": p.work_email})
+        assert (r.status_code, r.headers["retry-after"]) == (429, "20")
+        # the general class, shared by People Enrich and Contact Info: calls 3 and 4 of 4
         r = client.get("/v1/people/linkedin", params={"profile": p.linkedin_url, "include_phone": "true"})
         assert (r.status_code, r.json()["message"]) == (
             403,
             "You're out of credits, please email your sales manager",
         )
         assert client.get("/v1/people/linkedin", params={"profile": p.linkedin_url}).status_code == 200
+        r = client.post("/v1/people/enrich", json=body)
+        assert (r.status_code, r.headers["retry-after"]) == (429, "20")
+        assert client.get("/v1/people/linkedin", params={"profile": p.linkedin_url}).status_code == 429
     assert sim.charged["phone"] == 0
+    assert sim.calls["status_429"] == 3
 
 
 def test_sim_findability_follows_the_dataset() -> None:
