@@ -37,8 +37,9 @@ What /work/shared/vendor-docs/contactout-api.md says, served as written:
 
 Where the docs are silent, the simulator assumes (the provider copes with each):
 - which endpoints fall in the "People Search" and "Contact Checker" rate-limit classes is not said:
-  People Enrich (it charges search credits) counts as search, the Email Verifier calls (single, and
-  submitting a bulk job) count as checkers with the three contact checkers; polls and the rest are "other";
+  People Search counts as search (People Enrich is its own API in the docs, so "other APIs"), the Email
+  Verifier calls (single, and submitting a bulk job) count as checkers with the three contact checkers;
+  polls and the rest are "other";
 - who is findable: persons whose `known_by` holds "contactout". What ContactOut holds about each is drawn
   per person (`contact_info`): a work email for 95%, a personal one for 60%, the mobile for 80% and the
   direct line for 40%; phones are written E.164 or in international notation ("+1 415-555-0134").
