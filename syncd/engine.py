@@ -217,6 +217,12 @@ class SyncEngine:
             enriched = await self._enrich(providers, pulled, bases, states, summary)
             crashpoint.reached("enriched")
             planned = self._plan(pulled, bases, states, enriched, summary)
+            if self.stop.is_set():
+                # asked to stop (SIGTERM) before anything was committed: the paid answers are in the
+                # ledger, so the next run plans the same without buying again
+                summary.outcome = "aborted"
+                log.info("run.stopped", phase="before push")
+                return summary
             if self.dry_run:
                 summary.planned = planned
             else:
