@@ -276,6 +276,7 @@ _R_PERSON: Final = SkipReason.person_owned
 _R_OCCUPIED: Final = SkipReason.occupied
 _R_PRESENT: Final = SkipReason.already_present
 _VENDOR_NAME: Final = {v: v.value for v in Vendor}
+_NO_KEYS: Final[frozenset[str]] = frozenset()
 # The longest a remark can grow by when a Title line with a one-character title is appended.
 _TITLE_LINE_OVERHEAD: Final = len("\r\n" + TITLE_PREFIX + "x")
 
@@ -654,16 +655,17 @@ def merge(
         new_email, src, reason = plan.email
         changes.append(FieldChange(cid, EMAIL, current.email, new_email, src, reason))
     if plan.numbers:
-        held = dict(current.numbers)
+        held = {pair[0]: pair for pair in current.numbers}
         planned = plan.numbers
         numbers: list[tuple[NumberSlot, str]] = []
         for slot, key in _SLOT_KEYS:  # every slot in the canonical order, the new ones included
             if slot in planned:
                 text, src, reason = planned[slot]
-                changes.append(FieldChange(cid, key, held.get(slot, ""), text, src, reason))
+                old_pair = held.get(slot)
+                changes.append(FieldChange(cid, key, old_pair[1] if old_pair else "", text, src, reason))
                 numbers.append((slot, text))
             elif slot in held:
-                numbers.append((slot, held[slot]))
+                numbers.append(held[slot])  # the PBX's own pair, untouched
         new_numbers = tuple(numbers)
     if plan.title is not None:
         title, src, reason, old = plan.title
@@ -672,8 +674,9 @@ def merge(
         else:
             new_job_title = title
         changes.append(FieldChange(cid, TITLE, old, title, src, reason))
+    changed = tuple(changes)
     update = None
-    if changes:
+    if changed:
         update = ContactUpdate(
             contact_id=cid,
             precondition_hash=current.content_hash() if current_hash is None else current_hash,
@@ -681,12 +684,12 @@ def merge(
             remark=new_remark,
             job_title=new_job_title,
             numbers=new_numbers,
-            changes=tuple(changes),
+            changes=changed,
         )
     return MergeResult(
         update=update,
-        changes=tuple(changes),
-        person_touched=frozenset(plan.touched),
+        changes=changed,
+        person_touched=frozenset(plan.touched) if plan.touched else _NO_KEYS,
         skipped=tuple(plan.skips),
     )
 
