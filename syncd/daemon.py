@@ -609,7 +609,7 @@ async def revoke_cached_token(config: Config, store: StateStore) -> bool:
     """Revoke the PBX token cached in the store; True when one was cached. Never logs in to do so."""
     from syncd.pbx.client import YeastarClient
 
-    cache = StoreTokenCache(store)
+    cache = StoreTokenCache.for_config(store, config)
     token = cache.load()
     if token is None:
         return False

@@ -14,6 +14,7 @@ Crash safety rests on three rules:
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import threading
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -54,13 +55,22 @@ def utcnow() -> datetime:
 
 
 class StoreTokenCache:
-    """The PBX token pair kept in the state store, so a one-shot run reuses a still-valid token."""
+    """The PBX token pair kept in the state store, so a one-shot run reuses a still-valid token.
 
-    def __init__(self, store: StateStore) -> None:
+    Keyed by the PBX and the API client (`for_config`): a token is never offered to another PBX.
+    """
+
+    def __init__(self, store: StateStore, key: str = PBX_TOKEN_SERVICE) -> None:
         self.store = store
+        self.key = key
+
+    @classmethod
+    def for_config(cls, store: StateStore, config: Config) -> StoreTokenCache:
+        identity = f"{config.pbx.base_url}|{config.pbx.client_id}".encode()
+        return cls(store, f"{PBX_TOKEN_SERVICE}:{hashlib.blake2b(identity, digest_size=8).hexdigest()}")
 
     def load(self) -> PbxToken | None:
-        record = self.store.load_token(PBX_TOKEN_SERVICE)
+        record = self.store.load_token(self.key)
         if record is None or record.refresh_token is None or record.refresh_expires_at is None:
             return None
         return PbxToken(
@@ -72,7 +82,7 @@ class StoreTokenCache:
 
     def save(self, token: PbxToken) -> None:
         self.store.save_token(
-            PBX_TOKEN_SERVICE,
+            self.key,
             TokenRecord(
                 access_token=token.access_token,
                 access_expires_at=datetime.fromtimestamp(token.access_expires_at, UTC),
@@ -82,7 +92,7 @@ class StoreTokenCache:
         )
 
     def clear(self) -> None:
-        self.store.delete_token(PBX_TOKEN_SERVICE)
+        self.store.delete_token(self.key)
 
 
 def merge_settings(config: Config) -> MergeSettings:
@@ -197,7 +207,7 @@ class SyncEngine:
             self.config.pbx.http_settings(),
             self.config.pbx.client_id,
             self.config.pbx.client_secret,
-            token_cache=StoreTokenCache(self.store),
+            token_cache=StoreTokenCache.for_config(self.store, self.config),
             transport=self.pbx_transport,
         )
         providers: Mapping[Vendor, Provider] = {}

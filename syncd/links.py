@@ -169,7 +169,7 @@ async def _unknown_contacts(config: Config, store: StateStore, ids: set[int]) ->
             config.pbx.http_settings(),
             config.pbx.client_id,
             config.pbx.client_secret,
-            token_cache=StoreTokenCache(store),
+            token_cache=StoreTokenCache.for_config(store, config),
         )
         try:
             present = await pbx.query_contacts(ask)
