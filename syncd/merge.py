@@ -184,6 +184,13 @@ class MergeSettings:
     title_target: TitleTarget = TitleTarget.remark
     require_verified_email: bool = False  # when True, only positively verified emails are acceptable
 
+    def __post_init__(self) -> None:
+        # plain strings ("never") become the enums the merge compares by identity; unknown ones raise
+        for name, kind in (("email", Policy), ("numbers", Policy), ("title", Policy)):
+            object.__setattr__(self, name, kind(getattr(self, name)))
+        object.__setattr__(self, "number_format", NumberFormat(self.number_format))
+        object.__setattr__(self, "title_target", TitleTarget(self.title_target))
+
 
 class FieldStateLike(Protocol):
     """What the merge reads from the state store about one field (any object with these attributes)."""
@@ -361,7 +368,7 @@ def _found(results: Sequence[EnrichmentResult], contact_id: int) -> list[Enrichm
     for r in results:
         if r.contact_id != contact_id:
             raise ValueError(f"result for contact {r.contact_id} given to the merge of contact {contact_id}")
-        if r.outcome is _FOUND:
+        if r.outcome == _FOUND:
             found.append(r)
     return found
 
@@ -403,7 +410,7 @@ def _plan_email(
                 continue
             conf = e.confidence
             rank = (
-                e.kind is _WORK,
+                e.kind == _WORK,
                 verification is _VERIFIED,
                 conf if conf is not None and not math.isnan(conf) else -math.inf,
             )

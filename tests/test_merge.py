@@ -1014,6 +1014,19 @@ def test_apply_update_keeps_everything_else() -> None:
     assert after.number_map == {HOME: "x", MOB: N1}
 
 
+def test_settings_take_plain_strings_and_refuse_unknown_ones() -> None:
+    s = MergeSettings(email="never", numbers="refresh", title_target="field", number_format="national")  # type: ignore[arg-type]
+    assert (s.email, s.numbers, s.title_target, s.number_format) == (
+        Policy.never,
+        Policy.refresh,
+        TitleTarget.field,
+        NumberFormat.national,
+    )
+    assert run(contact(), [res(emails=["ada@engines.example.com"])], settings=s).update is None
+    with pytest.raises(ValueError, match="sometimes"):
+        MergeSettings(email="sometimes")  # type: ignore[arg-type]
+
+
 def test_merge_accepts_a_precomputed_hash() -> None:
     c = contact()
     m = merge(c, c, [res(emails=["ada@engines.example.com"])], {}, S, current_hash="h")
