@@ -22,6 +22,7 @@ import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
+from itertools import islice
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -111,26 +112,23 @@ def _digest(payload: str) -> str:
     return hashlib.blake2b(payload.encode(), digest_size=16).hexdigest()
 
 
-def _contact_rows(contacts_: Iterable[Contact], at: datetime) -> list[dict[str, Any]]:
-    """Rows for the contacts table. The stored JSON is exactly what `Contact.content_hash` hashes, so one
+def _contact_rows(contacts_: Iterable[Contact], at: datetime) -> Iterator[dict[str, Any]]:
+    """Rows for the contacts table, made lazily: a caller writing in chunks holds one chunk of rows at a
+    time, not 100k of them. The stored JSON is exactly what `Contact.content_hash` hashes, so one
     serialisation serves both (half the cost on 100k contacts); should the model ever hash differently,
     the first contact shows it and the model's own `content_hash` is used for all."""
-    rows: list[dict[str, Any]] = []
     reuse = True
     for n, c in enumerate(contacts_):
         payload = record_json(c)
         if n == 0:
             reuse = _digest(payload) == c.content_hash()
-        rows.append(
-            {
-                "id": c.id,
-                "record": payload,
-                "content_hash": _digest(payload) if reuse else c.content_hash(),
-                "first_seen_at": at,
-                "last_seen_at": at,
-            }
-        )
-    return rows
+        yield {
+            "id": c.id,
+            "record": payload,
+            "content_hash": _digest(payload) if reuse else c.content_hash(),
+            "first_seen_at": at,
+            "last_seen_at": at,
+        }
 
 
 def _contact_from_json(raw: str) -> Contact:
@@ -321,7 +319,7 @@ class StateStore:
             if person_touched:
                 self._mark_person(conn, [(cid, f) for cid, fs in person_touched.items() for f in fs], at)
 
-    def _upsert_contacts(self, conn: Connection, rows: Sequence[Mapping[str, Any]]) -> None:
+    def _upsert_contacts(self, conn: Connection, rows: Iterable[Mapping[str, Any]]) -> None:
         ins = self._insert(contacts)
         stmt = ins.on_conflict_do_update(
             index_elements=[contacts.c.id],
@@ -332,7 +330,8 @@ class StateStore:
             },
             where=contacts.c.deleted_at.is_(None),
         )
-        for chunk in _chunks(rows, WRITE_CHUNK):
+        pending = iter(rows)
+        while chunk := list(islice(pending, WRITE_CHUNK)):
             _driver_executemany(conn, stmt, chunk)
 
     def mark_seen(self, ids: Iterable[int], seen_at: datetime) -> int:
