@@ -240,13 +240,22 @@ def _slug(text: str) -> str:
 class Dataset:
     """A deterministic phonebook of `size` contacts (ids 1..size) and the vendors' truth about them."""
 
-    def __init__(self, size: int, seed: int = 42, unknown_share: float = 0.1, garbage_share: float = 0.02):
+    def __init__(
+        self,
+        size: int,
+        seed: int = 42,
+        unknown_share: float = 0.1,
+        garbage_share: float = 0.02,
+        iv_mobile_share: float = 0.9,
+    ):
         if size < 0:
             raise ValueError("size must be >= 0")
         self.size = size
         self.seed = seed
         self.unknown_share = unknown_share
         self.garbage_share = garbage_share
+        # share of InsideView-route contacts whose mobile the PBX already holds (InsideView has none to give)
+        self.iv_mobile_share = iv_mobile_share
         self.phonebooks = [Phonebook(id=i + 1, name=n) for i, n in enumerate(PHONEBOOK_NAMES)]
 
     # --- per-index randomness ---------------------------------------------------------------
@@ -347,7 +356,7 @@ class Dataset:
         else:
             # switchboard number, as entered by a person
             numbers["business_number"] = self._as_entered(self._e164(rng, "landline"), rng)
-            if route is Route.insideview and rng.random() < 0.9:
+            if route is Route.insideview and rng.random() < self.iv_mobile_share:
                 # these already have the person's mobile in the PBX, in some notation
                 mobile = self._mobile_for(person_rng)
                 numbers["mobile_number"] = self._as_entered(mobile, rng)
