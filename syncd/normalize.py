@@ -38,7 +38,7 @@ def to_e164(raw: str, default_region: str) -> str | None:
     if not text or len(text) > 64:
         return None
     try:
-        parsed = phonenumbers.parse(text, default_region)
+        parsed = phonenumbers.parse(text, default_region.upper())
     except phonenumbers.NumberParseException:
         return None
     if not phonenumbers.is_valid_number(parsed):
@@ -140,10 +140,23 @@ _COMPANY_SUFFIXES = frozenset(
 
 
 def fold_company(text: str | None) -> str:
-    """Company comparison key: folded, legal-form suffixes dropped ('Acme, Inc.' == 'ACME')."""
+    """Company comparison key: folded, legal-form suffixes dropped ('Acme, Inc.' == 'ACME').
+
+    Suffixes are dropped in any order ('Acme Inc S.A.'), but a name made only of legal-form words
+    ('Group') keeps its words: it must not fold to nothing and match every other such name.
+    """
     words = fold_text(text).split()
-    while words and words[-1] in _COMPANY_SUFFIXES:
-        words.pop()
-    if len(words) >= 2 and f"{words[-2]} {words[-1]}" in _COMPANY_SUFFIXES:
-        words = words[:-2]
+    while len(words) > 1:
+        if len(words) > 2 and f"{words[-2]} {words[-1]}" in _COMPANY_SUFFIXES:
+            words = words[:-2]
+        elif words[-1] in _COMPANY_SUFFIXES:
+            words = words[:-1]
+        else:
+            break
     return " ".join(words)
+
+
+def legal_form_only(text: str | None) -> bool:
+    """True for a company given only as a legal form ('Inc.', 'GmbH'): it names no company."""
+    words = fold_text(text).split()
+    return all(w in _COMPANY_SUFFIXES for w in words) or " ".join(words) in _COMPANY_SUFFIXES

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from syncd.normalize import fold_company, fold_text
+from syncd.normalize import fold_company, fold_text, legal_form_only
 
 ACCEPTED = "accepted"
 NO_PROFILE_NAME = "no_profile_name"
@@ -77,6 +77,8 @@ def accept_match(
             return MatchDecision(False, 0.0, PARTIAL_NAME)
         return MatchDecision(False, 0.0, NAME_MISMATCH)
     pbx_key, profile_key = fold_company(pbx_company), fold_company(profile_company)
+    if legal_form_only(pbx_company) or legal_form_only(profile_company):
+        pbx_key = profile_key = ""  # "Inc." alone names no company: nothing to confirm the match with
     if not pbx_key or not profile_key:
         return MatchDecision(False, round(0.5 * name_score, 4), NO_COMPANY)
     if pbx_key != profile_key:
