@@ -55,6 +55,12 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def pbx_token_key(base_url: str, client_id: str) -> str:
+    """The token cache's key for one PBX and API client."""
+    identity = f"{base_url.rstrip('/')}|{client_id}".encode()
+    return f"{PBX_TOKEN_SERVICE}:{hashlib.blake2b(identity, digest_size=8).hexdigest()}"
+
+
 class StoreTokenCache:
     """The PBX token pair kept in the state store, so a one-shot run reuses a still-valid token.
 
@@ -67,8 +73,7 @@ class StoreTokenCache:
 
     @classmethod
     def for_config(cls, store: StateStore, config: Config) -> StoreTokenCache:
-        identity = f"{config.pbx.base_url}|{config.pbx.client_id}".encode()
-        return cls(store, f"{PBX_TOKEN_SERVICE}:{hashlib.blake2b(identity, digest_size=8).hexdigest()}")
+        return cls(store, pbx_token_key(str(config.pbx.base_url), config.pbx.client_id))
 
     def load(self) -> PbxToken | None:
         record = self.store.load_token(self.key)
