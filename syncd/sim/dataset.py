@@ -165,6 +165,70 @@ LAST_NAMES = [
     "Larsen",
     "Silva",
 ]
+COMPANY_TRADES = [
+    "Logistics",
+    "Consulting",
+    "Software",
+    "Foods",
+    "Energy",
+    "Medical",
+    "Robotics",
+    "Textiles",
+    "Maschinenbau",
+    "Bau",
+    "Immobilien",
+    "Versicherung",
+    "Transports",
+    "Conseil",
+    "Analytics",
+    "Marine",
+    "Pharma",
+    "Retail",
+    "Media",
+    "Aviation",
+    "Chemicals",
+    "Optics",
+    "Mining",
+    "Apparel",
+    "Publishing",
+    "Security",
+    "Telecom",
+    "Dental",
+    "Brewing",
+    "Motors",
+    "Kitchens",
+    "Paper",
+    "Glass",
+    "Studios",
+    "Farms",
+    "Elektro",
+    "Verkehr",
+    "Trading",
+    "Finance",
+    "Semiconductors",
+]
+COMPANY_REGIONS = [
+    "Nordic",
+    "Pacific",
+    "Alpine",
+    "Atlantic",
+    "Baltic",
+    "Central",
+    "Eastern",
+    "Western",
+    "Southern",
+    "Northern",
+    "Coastal",
+    "Rhein",
+    "Danube",
+    "Iberia",
+    "Midwest",
+    "Gulf",
+    "Highland",
+    "Lakeside",
+    "Metro",
+    "Global",
+]
 COMPANY_STEMS = [
     "Acme",
     "Globex",
@@ -244,9 +308,11 @@ class Dataset:
         self,
         size: int,
         seed: int = 42,
+        *,
         unknown_share: float = 0.1,
         garbage_share: float = 0.02,
         iv_mobile_share: float = 0.9,
+        namesake_share: float = 0.01,
     ):
         if size < 0:
             raise ValueError("size must be >= 0")
@@ -254,6 +320,7 @@ class Dataset:
         self.seed = seed
         self.unknown_share = unknown_share
         self.garbage_share = garbage_share
+        self.namesake_share = namesake_share
         # share of InsideView-route contacts whose mobile the PBX already holds (InsideView has none to give)
         self.iv_mobile_share = iv_mobile_share
         self.phonebooks = [Phonebook(id=i + 1, name=n) for i, n in enumerate(PHONEBOOK_NAMES)]
@@ -268,7 +335,15 @@ class Dataset:
         last = rng.choice(LAST_NAMES)
         stem = rng.choice(COMPANY_STEMS)
         suffix = rng.choice(COMPANY_SUFFIXES)
-        company = f"{stem} {suffix}".strip()
+        # drawn last so that names and stems stay what they were; it makes name + company pairs rare
+        # enough to be realistic (a real phonebook seldom holds two Jane Does at one company)
+        trade = rng.choice(COMPANY_TRADES)
+        region = rng.choice(COMPANY_REGIONS)
+        if index > 0 and rng.random() < self.namesake_share:
+            # a namesake: another person of the same name at the same company (big firms have them),
+            # which identity matching must refuse as ambiguous
+            return self._identity(rng.randrange(index))
+        company = f"{stem} {region} {trade} {suffix}".strip()
         return first, last, company
 
     def route(self, contact_id: int) -> Route:
