@@ -463,7 +463,7 @@ class SyncEngine:
             async def send(entry: JournalEntry, held: Contact) -> bool:
                 async with semaphore:
                     if self.stop.is_set():
-                        return False
+                        return False  # never marked sent: not in doubt, the next run sends it
                     return await self._send(pbx, entry, held, summary)
 
             # every send finishes (or fails) before the next step: nothing runs on after the run ends
@@ -483,9 +483,14 @@ class SyncEngine:
                     raise outcome
             if done:
                 after = await pbx.query_contacts(e.contact_id for e, _ in done)
-                for entry, held in done:
-                    applied += self._confirm(run_id, entry, held, after.get(entry.contact_id), summary)
-                    self.progress.advance("push")
+                confirmed = [
+                    (entry, now)
+                    for entry, held in done
+                    if (now := self._confirm(entry, held, after.get(entry.contact_id), summary)) is not None
+                ]
+                self._applied(run_id, confirmed, summary)
+                applied += len(confirmed)
+                self.progress.advance("push", len(done))
             if summary.unreachable:
                 log.error(
                     "push.pbx_unreachable",
@@ -496,10 +501,17 @@ class SyncEngine:
         summary.counts.update(updated=applied, superseded=superseded, failed=len(summary.failures))
 
     async def _send(
-        self, pbx: YeastarClient, entry: JournalEntry, held: Contact, summary: RunSummary
+        self,
+        pbx: YeastarClient,
+        entry: JournalEntry,
+        held: Contact,
+        summary: RunSummary,
+        *,
+        mark: bool = True,
     ) -> bool:
-        self.store.journal_mark_sent(entry.id, self.clock())
-        crashpoint.reached("marked_sent")
+        if mark:
+            self.store.journal_mark_sent(entry.id, self.clock())
+            crashpoint.reached("marked_sent")
         try:
             await pbx.update_contact(entry.contact_id, update_body(entry.update, held))
         except PbxRejected as exc:
@@ -515,38 +527,46 @@ class SyncEngine:
         summary.failures.append((entry.contact_id, str(exc)))
 
     def _confirm(
-        self, run_id: str, entry: JournalEntry, held: Contact, after: Contact | None, summary: RunSummary
-    ) -> int:
+        self, entry: JournalEntry, held: Contact, after: Contact | None, summary: RunSummary
+    ) -> Contact | None:
+        """The contact as the PBX now holds it when the update took; otherwise resolve the entry."""
         expected = apply_update(held, _rebased(entry.update, held))
         if after is None:
             self.store.journal_resolve(
                 entry.id, "superseded", "the contact was deleted during the push", self.clock()
             )
-            return 0
+            return None
         if not _holds(after, expected, entry.update):
             reason = "the PBX accepted the update but does not hold the values sent"
             log.error("contact.not_applied", contact_id=entry.contact_id, reason=reason)
             self.store.journal_resolve(entry.id, "failed", reason, self.clock())
             summary.failures.append((entry.contact_id, reason))
-            return 0
-        self._applied(run_id, entry, after, summary)
-        return 1
+            return None
+        return after
 
-    def _applied(self, run_id: str, entry: JournalEntry, after: Contact, summary: RunSummary) -> None:
-        self.store.journal_apply(entry.id, run_id, after, entry.update.changes, self.clock())
-        crashpoint.reached("applied")
-        for change in entry.update.changes:
-            summary.applied.append(change)
-            summary.changes_by_field[change.field] += 1
-            log.info(
-                "contact.changed",
-                contact_id=change.contact_id,
-                field=change.field,
-                old=change.old,
-                new=change.new,
-                source=change.source,
-                reason=change.reason,
-            )
+    def _applied(
+        self, run_id: str, confirmed: Sequence[tuple[JournalEntry, Contact]], summary: RunSummary
+    ) -> None:
+        """Store confirmed entries (one transaction), then log each change once."""
+        if not confirmed:
+            return
+        self.store.journal_apply_many(
+            run_id, [(entry.id, after, entry.update.changes) for entry, after in confirmed], self.clock()
+        )
+        for entry, _ in confirmed:
+            crashpoint.reached("applied")
+            for change in entry.update.changes:
+                summary.applied.append(change)
+                summary.changes_by_field[change.field] += 1
+                log.info(
+                    "contact.changed",
+                    contact_id=change.contact_id,
+                    field=change.field,
+                    old=change.old,
+                    new=change.new,
+                    source=change.source,
+                    reason=change.reason,
+                )
 
     # --- crash recovery -------------------------------------------------------------------------
     async def _preview_journal(
@@ -602,7 +622,9 @@ class SyncEngine:
                     superseded += 1
                     continue
                 if _holds(held, apply_update(base, _rebased(entry.update, base)), entry.update):
-                    self._applied(run_id, entry, held, summary)  # sent before the crash: confirm, log once
+                    self._applied(
+                        run_id, [(entry, held)], summary
+                    )  # sent before the crash: confirm, log once
                     confirmed += 1
                 elif managed_view(held) == managed_view(base):
                     to_send.append((entry, held))
@@ -616,8 +638,10 @@ class SyncEngine:
                     superseded += 1
             for entry, held in to_send:
                 if await self._send(pbx, entry, held, summary):
-                    after = await pbx.get_contact(entry.contact_id)
-                    resumed += self._confirm(run_id, entry, held, after, summary)
+                    after = self._confirm(entry, held, await pbx.get_contact(entry.contact_id), summary)
+                    if after is not None:
+                        self._applied(run_id, [(entry, after)], summary)
+                        resumed += 1
         summary.counts["journal_resumed"] = {
             "confirmed": confirmed,
             "sent": resumed,

@@ -829,65 +829,95 @@ class StateStore:
     ) -> None:
         """The PBX confirmed the update: in ONE transaction mark the entry applied, store the contact as it
         now is, write one change-log row per field change and record syncd's provenance of each field."""
+        self.journal_apply_many(run_id, [(entry_id, contact_after, changes)], at)
+
+    def journal_apply_many(
+        self,
+        run_id: str,
+        applied: Sequence[tuple[int, Contact, Sequence[FieldChange]]],
+        at: datetime,
+    ) -> None:
+        """`journal_apply` for several confirmed entries, all in one transaction."""
         when = utc(at)
-        for ch in changes:
-            if ch.contact_id != contact_after.id:
-                raise ValueError(
-                    f"change for contact {ch.contact_id} in an update of contact {contact_after.id}"
-                )
+        for _, contact_after, changes in applied:
+            for ch in changes:
+                if ch.contact_id != contact_after.id:
+                    raise ValueError(
+                        f"change for contact {ch.contact_id} in an update of contact {contact_after.id}"
+                    )
         with self._write() as conn:
-            entry = self._require_pending(conn, entry_id)
-            if int(entry.contact_id) != contact_after.id:
-                raise ValueError(
-                    f"journal entry {entry_id} is for contact {entry.contact_id}, not {contact_after.id}"
+            for entry_id, contact_after, changes in applied:
+                self._journal_apply(
+                    conn,
+                    entry_id=entry_id,
+                    run_id=run_id,
+                    contact_after=contact_after,
+                    changes=changes,
+                    when=when,
                 )
-            conn.execute(
-                update(push_journal)
-                .where(push_journal.c.id == entry_id)
-                .values(state=JOURNAL_APPLIED, applied_at=when, error=None)
+
+    def _journal_apply(
+        self,
+        conn: Connection,
+        *,
+        entry_id: int,
+        run_id: str,
+        contact_after: Contact,
+        changes: Sequence[FieldChange],
+        when: datetime,
+    ) -> None:
+        entry = self._require_pending(conn, entry_id)
+        if int(entry.contact_id) != contact_after.id:
+            raise ValueError(
+                f"journal entry {entry_id} is for contact {entry.contact_id}, not {contact_after.id}"
             )
-            self._upsert_contacts(conn, _contact_rows([contact_after], when))
-            if not changes:
-                return
-            conn.execute(
-                change_log.insert(),
-                [
-                    {
-                        "run_id": run_id,
-                        "at": when,
-                        "contact_id": ch.contact_id,
-                        "field": ch.field,
-                        "old": ch.old,
-                        "new": ch.new,
-                        "source": ch.source,
-                        "reason": ch.reason,
-                        "journal_id": entry_id,
-                    }
-                    for ch in changes
-                ],
-            )
-            by_field = {ch.field: ch for ch in changes}  # the last change of a field wins
-            ins = self._insert(field_provenance)
-            # a person-owned field stays person-owned: only what syncd wrote is updated
-            stmt = ins.on_conflict_do_update(
-                index_elements=[field_provenance.c.contact_id, field_provenance.c.field],
-                set_={k: getattr(ins.excluded, k) for k in ("syncd_value", "source", "written_at")},
-            )
-            conn.execute(
-                stmt,
-                [
-                    {
-                        "contact_id": ch.contact_id,
-                        "field": ch.field,
-                        "owner": OWNER_SYNCD,
-                        "syncd_value": ch.new,
-                        "source": ch.source,
-                        "written_at": when,
-                    }
-                    for ch in by_field.values()
-                ],
-            )
-            crashpoint.reached("journal_commit")
+        conn.execute(
+            update(push_journal)
+            .where(push_journal.c.id == entry_id)
+            .values(state=JOURNAL_APPLIED, applied_at=when, error=None)
+        )
+        self._upsert_contacts(conn, _contact_rows([contact_after], when))
+        if not changes:
+            return
+        conn.execute(
+            change_log.insert(),
+            [
+                {
+                    "run_id": run_id,
+                    "at": when,
+                    "contact_id": ch.contact_id,
+                    "field": ch.field,
+                    "old": ch.old,
+                    "new": ch.new,
+                    "source": ch.source,
+                    "reason": ch.reason,
+                    "journal_id": entry_id,
+                }
+                for ch in changes
+            ],
+        )
+        by_field = {ch.field: ch for ch in changes}  # the last change of a field wins
+        ins = self._insert(field_provenance)
+        # a person-owned field stays person-owned: only what syncd wrote is updated
+        stmt = ins.on_conflict_do_update(
+            index_elements=[field_provenance.c.contact_id, field_provenance.c.field],
+            set_={k: getattr(ins.excluded, k) for k in ("syncd_value", "source", "written_at")},
+        )
+        conn.execute(
+            stmt,
+            [
+                {
+                    "contact_id": ch.contact_id,
+                    "field": ch.field,
+                    "owner": OWNER_SYNCD,
+                    "syncd_value": ch.new,
+                    "source": ch.source,
+                    "written_at": when,
+                }
+                for ch in by_field.values()
+            ],
+        )
+        crashpoint.reached("journal_commit")
 
     def journal_resolve(self, entry_id: int, state: str, error: str | None, at: datetime) -> None:
         """Close a pending entry without applying it: `superseded` (the PBX contact changed under it, or
