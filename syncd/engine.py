@@ -226,7 +226,11 @@ class SyncEngine:
             bases = self.store.load_contacts(pulled.classification.changed)
             for cid in pulled.classification.unchanged:
                 bases[cid] = pulled.contacts[cid]
-            states = self.store.field_states(pulled.contacts)
+            # only contacts the store knew can have provenance; a first run of 100k asks for none
+            cls = pulled.classification
+            states = {
+                cid: st for cid, st in self.store.field_states(cls.changed | cls.unchanged).items() if st
+            }
             if self.dry_run:
                 await self._preview_journal(pbx, pulled, bases, states)
             providers = self._providers if self._providers is not None else self._build_providers()
