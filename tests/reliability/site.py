@@ -24,15 +24,18 @@ from pathlib import Path
 from typing import Any
 
 from syncd.sim.dataset import Dataset
+from syncd.sim.faults import Faults
 from syncd.sim.launch import (
     CO_TOKEN,
     IV_SECRET,
     LF_KEY,
+    PBX_CLIENT_ID,
     PBX_SECRET,
     VENDORS,
     SimOptions,
     Simulators,
 )
+from syncd.sim.pbx import PbxSimulator, seed_fields
 from syncd.store import StateStore
 
 REPO = Path(__file__).resolve().parents[2]
@@ -44,11 +47,20 @@ _lock = threading.Lock()
 OUTPUTS: list[tuple[str, str]] = []  # (label, text) of everything syncd printed during the suite
 SECRETS: set[str] = {PBX_SECRET, IV_SECRET, LF_KEY, CO_TOKEN}  # plus every token minted, added as seen
 FIGURES: dict[str, Any] = {}
+SCANNED = Counter[str]()  # outputs scanned on the spot (not kept: the hostile tests' logs are large)
 
 
 def record_output(label: str, *texts: str) -> None:
     with _lock:
         OUTPUTS.extend((label, t) for t in texts if t)
+
+
+def scanned_on_the_spot(text: str) -> list[str]:
+    """Scan `text` for every secret known so far, count it, and do not keep it."""
+    with _lock:
+        SCANNED["outputs"] += 1
+        SCANNED["bytes"] += len(text)
+    return scan(text)
 
 
 def add_secret(value: str) -> None:
@@ -177,13 +189,18 @@ def sections(text: str) -> list[str]:
 
 @dataclass
 class Site:
-    """Simulators around `Dataset(size)`, a config and a state store under `root`."""
+    """Simulators around `Dataset(size)`, a config and a state store under `root`.
+
+    With `pbx_start`, the PBX starts with the first `pbx_start` contacts only; `arrive(n)` adds the next n
+    (same ids, same records), as people add contacts to a phonebook between runs.
+    """
 
     root: Path
     size: int = 100
     options: SimOptions | None = None
     vendors: tuple[str, ...] = VENDORS
     seed: int = 42
+    pbx_start: int | None = None
     sims: Simulators = field(init=False)
     minted: list[str] = field(init=False, default_factory=list)
 
@@ -194,7 +211,28 @@ class Site:
             vendors=self.vendors,
             options=self.options or FAST_OPTIONS,
         )
+        self._later: PbxSimulator | None = None
+        if self.pbx_start is not None:
+            self._later = self.sims.pbx
+            self.sims.pbx = PbxSimulator(
+                Dataset(self.pbx_start, seed=self.seed),
+                client_id=PBX_CLIENT_ID,
+                client_secret=PBX_SECRET,
+                faults=Faults(),
+            )
         self._record_pbx_tokens()
+
+    def arrive(self, n: int) -> int:
+        """Add the next `n` contacts of the dataset to the PBX; returns how many were added."""
+        if self._later is None:
+            return 0
+        pbx = self.sims.pbx
+        added = 0
+        for cid in range(pbx.contact_count() + 1, min(self.size, pbx.contact_count() + n) + 1):
+            got = pbx.add_contact(**seed_fields(self._later.contact(cid)))
+            assert got == cid, f"the PBX gave id {got} to contact {cid}"
+            added += 1
+        return added
 
     def _record_pbx_tokens(self) -> None:
         pbx = self.sims.pbx
@@ -275,10 +313,17 @@ class Site:
     def sync(self, *args: str, env: dict[str, str] | None = None, timeout: float = 300) -> Run:
         return self.cli("--sync-now", *args, env=env, timeout=timeout)
 
-    def import_links(self) -> Run:
-        links = self.sims.write_links(self.root / "links.csv")
-        run = self.cli("links", "import", str(links))
-        assert run.code == 0, run.describe()
+    def import_links(self, ids: range | None = None, *, check: bool = True) -> Run:
+        """`links import` of the dataset's vendor ids (of the contacts in `ids`, or all of them)."""
+        path = self.root / "links.csv"
+        with path.open("w", encoding="utf-8") as handle:
+            handle.write("pbx_contact_id,vendor,vendor_id\n")
+            for cid, vendor, vendor_id in self.sims.dataset.links():
+                if vendor in self.vendors and (ids is None or cid in ids):
+                    handle.write(f"{cid},{vendor},{vendor_id}\n")
+        run = self.cli("links", "import", str(path))
+        if check:
+            assert run.code == 0, run.describe()
         return run
 
     # --- what it holds ---------------------------------------------------------------------------
