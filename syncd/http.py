@@ -240,10 +240,12 @@ class ServiceClient:
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             if status == 429:
                 self.stats.throttled += 1
-                if retry_after is not None and retry_after > s.max_retry_after:
-                    raise ServiceUnavailable(
-                        self.service, f"{what}: throttled, Retry-After {retry_after:.0f}s", status=429
-                    )
+            if retry_after is not None and retry_after > s.max_retry_after:
+                # a longer wait than we ever sleep through means "try later", on a 503 as on a 429
+                what_happened = "throttled" if status == 429 else f"HTTP {status}"
+                raise ServiceUnavailable(
+                    self.service, f"{what}: {what_happened}, Retry-After {retry_after:.0f}s", status=status
+                )
             last_reason = f"{what}: HTTP {status}"
             if attempt + 1 >= attempts:
                 break

@@ -21,8 +21,13 @@ import structlog
 
 MASK = "***"
 _MIN_SECRET_LEN = 4  # shorter values would mask ordinary text
+# Tokens minted at run time (a PBX token pair every half hour, for months, in the daemon): only the most
+# recent are kept, long expired ones are dropped. Unbounded, every new token recompiled an ever longer
+# pattern (0.2 s a token after a thousand, and `re`'s cache kept hundreds of those patterns alive).
+_MAX_TOKENS = 32
 
-_secrets: set[str] = set()
+_secrets: set[str] = set()  # configured secrets: for the life of the process
+_tokens: dict[str, None] = {}  # minted tokens, oldest first, at most _MAX_TOKENS
 _secrets_lock = threading.Lock()
 _secret_re: re.Pattern[str] | None = None
 
@@ -68,16 +73,25 @@ SECRET_FIELD_NAMES = frozenset(
 )
 
 
-def register_secret(value: str | None) -> None:
-    """Remember a secret value so that it is masked wherever it appears."""
+def register_secret(value: str | None, *, token: bool = False) -> None:
+    """Remember a secret value so that it is masked wherever it appears.
+
+    `token=True` for values minted at run time (access and refresh tokens): the most recent
+    `_MAX_TOKENS` of them are remembered, not every one the process ever saw.
+    """
     global _secret_re  # noqa: PLW0603 (one process-wide registry, swapped atomically)
     if not value or len(value) < _MIN_SECRET_LEN:
         return
     with _secrets_lock:
-        if value in _secrets:
+        if value in _secrets or value in _tokens:
             return
-        _secrets.add(value)
-        ordered = sorted(_secrets, key=len, reverse=True)
+        if token:
+            _tokens[value] = None
+            while len(_tokens) > _MAX_TOKENS:
+                del _tokens[next(iter(_tokens))]
+        else:
+            _secrets.add(value)
+        ordered = sorted(_secrets | _tokens.keys(), key=len, reverse=True)
         _secret_re = re.compile("|".join(re.escape(s) for s in ordered))
 
 

@@ -10,6 +10,7 @@ Token policy (five failed logins block the caller's IP, and an app may hold at m
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -62,6 +63,30 @@ def _text(value: Any) -> str:
     return value if isinstance(value, str) else "" if value is None else str(value)
 
 
+_INT_RE = re.compile(r"-?[0-9]{1,19}")
+
+
+def _int(value: Any) -> int:
+    """A JSON integer (or a string of ASCII digits). ValueError for anything else: a bool, a float (1.5,
+    NaN, infinity), other text; `int()` alone would take True as 1 and raise OverflowError on infinity."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if isinstance(value, str) and _INT_RE.fullmatch(value.strip()):
+        return int(value)
+    raise ValueError(f"expected an integer, got {type(value).__name__}")
+
+
+_TOKEN_RE = re.compile(r"[\x21-\x7e]{4,1024}")
+
+
+def _token_text(value: Any) -> str:
+    """A token as the PBX mints it (32 hex digits): printable ASCII, 4 to 1024 characters. Anything else
+    (a number, a megabyte of text, "null") is a malformed answer, and is never registered as a secret."""
+    if isinstance(value, str) and _TOKEN_RE.fullmatch(value):
+        return value
+    raise ValueError("not a token")
+
+
 def parse_flat(record: Mapping[str, Any]) -> Contact:
     """A contact in the flat form of company_contact/list."""
     numbers = {
@@ -74,13 +99,13 @@ def parse_flat(record: Mapping[str, Any]) -> Contact:
         raise ValueError("phonebook_list is not a list")
     title = record.get("job_title")
     return Contact.build(
-        int(record["id"]),
+        _int(record["id"]),
         name=_text(record.get("contact_name")),
         company=_text(record.get("company")),
         email=_text(record.get("email")),
         remark=_text(record.get("remark")),
         numbers=numbers,
-        phonebook_ids=[int(b["id"]) for b in books],
+        phonebook_ids=[_int(b["id"]) for b in books],
         job_title=None if title is None else _text(title),
     )
 
@@ -88,21 +113,26 @@ def parse_flat(record: Mapping[str, Any]) -> Contact:
 def parse_detailed(record: Mapping[str, Any]) -> Contact:
     """A contact in the detailed form of company_contact/get and /query."""
     numbers: dict[NumberSlot, str] = {}
-    for item in record.get("number_list") or []:
+    listed = record.get("number_list") or []
+    if not isinstance(listed, list):
+        raise ValueError("number_list is not a list")
+    for item in listed:
         number = _text(item.get("number"))
         if number.strip():
             numbers[NumberSlot(item["num_type"])] = number
     books = record.get("phonebook_list") or []
+    if not isinstance(books, list):
+        raise ValueError("phonebook_list is not a list")
     name = " ".join(p for p in (_text(record.get("first_name")), _text(record.get("last_name"))) if p)
     title = record.get("job_title")
     return Contact.build(
-        int(record["id"]),
+        _int(record["id"]),
         name=name,
         company=_text(record.get("company")),
         email=_text(record.get("email")),
         remark=_text(record.get("remark")),
         numbers=numbers,
-        phonebook_ids=[int(b["id"]) for b in books],
+        phonebook_ids=[_int(b["id"]) for b in books],
         job_title=None if title is None else _text(title),
     )
 
@@ -136,15 +166,15 @@ class YeastarClient:
         try:
             now = self._clock()
             token = PbxToken(
-                access_token=str(body["access_token"]),
+                access_token=_token_text(body["access_token"]),
                 access_expires_at=now + float(body.get("access_token_expire_time", 1800)),
-                refresh_token=str(body["refresh_token"]),
+                refresh_token=_token_text(body["refresh_token"]),
                 refresh_expires_at=now + float(body.get("refresh_token_expire_time", 86400)),
             )
-        except (KeyError, TypeError, ValueError):
+        except (KeyError, TypeError, ValueError, OverflowError):
             raise MalformedResponse(SERVICE, "token response without access_token/refresh_token") from None
-        register_secret(token.access_token)
-        register_secret(token.refresh_token)
+        register_secret(token.access_token, token=True)
+        register_secret(token.refresh_token, token=True)
         self._token = token
         self._cache.save(token)
         return token
@@ -159,6 +189,12 @@ class YeastarClient:
             raise MalformedResponse(
                 SERVICE, f"{endpoint}: HTTP {response.status_code}, no errcode in response"
             )
+        try:
+            body["errcode"] = _int(body["errcode"])  # callers read it with int(): only integers pass
+        except ValueError:
+            raise MalformedResponse(
+                SERVICE, f"{endpoint}: HTTP {response.status_code}, errcode is not an integer"
+            ) from None
         return body
 
     async def get_token(self) -> PbxToken:
@@ -208,8 +244,8 @@ class YeastarClient:
             if self._token is None:
                 self._token = self._cache.load()
                 if self._token is not None:
-                    register_secret(self._token.access_token)
-                    register_secret(self._token.refresh_token)
+                    register_secret(self._token.access_token, token=True)
+                    register_secret(self._token.refresh_token, token=True)
             token = self._token
             now = self._clock()
             if token is None:
@@ -268,8 +304,8 @@ class YeastarClient:
                 params={"page": page, "page_size": size, "sort_by": "id", "order_by": "asc"},
             )
             try:
-                total = int(body.get("total_number", 0))
-            except (TypeError, ValueError):
+                total = _int(body.get("total_number", 0))
+            except ValueError:
                 raise MalformedResponse(
                     SERVICE, "company_contact/list: total_number is not a number"
                 ) from None
@@ -297,11 +333,15 @@ class YeastarClient:
             body = await self.call(
                 "GET", "company_contact/query", params={"ids": ",".join(str(i) for i in chunk)}
             )
-            for record in body.get("data") or []:
+            data = body.get("data") or []
+            if not isinstance(data, list):
+                raise MalformedResponse(SERVICE, "company_contact/query: data is not a list")
+            for record in data:
                 try:
                     contact = parse_detailed(record)
-                except (KeyError, TypeError, ValueError, AttributeError):
-                    log.warning("pbx.malformed_contact", contact_id=record.get("id"))
+                except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                    rid = record.get("id") if isinstance(record, dict) else None
+                    log.warning("pbx.malformed_contact", contact_id=rid, error=type(exc).__name__)
                     continue
                 out[contact.id] = contact
         return out
@@ -318,7 +358,12 @@ class YeastarClient:
             raise MalformedResponse(SERVICE, "company_contact/get: data is not an object")
         if "id" not in data:
             data = {**data, "id": contact_id}
-        return parse_detailed(data)
+        try:
+            return parse_detailed(data)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise MalformedResponse(
+                SERVICE, f"company_contact/get: malformed contact ({type(exc).__name__})"
+            ) from None
 
     async def update_contact(self, contact_id: int, fields: Mapping[str, Any]) -> None:
         """company_contact/update with `fields`; lists (number_list, phonebook_id_list) must be complete."""
@@ -332,11 +377,17 @@ class YeastarClient:
         while wanted:
             body = await self.call("GET", "phonebook/list", params={"page": page, "page_size": 1000})
             data = body.get("data") or []
-            for book in data:
-                key = str(book.get("name", "")).casefold()
-                if key in wanted:
-                    found[wanted.pop(key)] = int(book["id"])
-            if page * 1000 >= int(body.get("total_number", 0)) or not data:
+            try:
+                if not isinstance(data, list):
+                    raise ValueError("data is not a list")
+                for book in data:
+                    key = str(book.get("name", "")).casefold()
+                    if key in wanted:
+                        found[wanted.pop(key)] = _int(book["id"])
+                total = _int(body.get("total_number", 0))
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                raise MalformedResponse(SERVICE, f"phonebook/list: {exc}") from None
+            if page * 1000 >= total or not data:
                 break
             page += 1
         return found

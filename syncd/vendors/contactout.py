@@ -167,7 +167,7 @@ def title_from(headline: str | None, company: str | None) -> str | None:
 def message_of(response: httpx.Response) -> str:
     try:
         body = response.json()
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly deep JSON
         return ""
     if isinstance(body, dict):
         for key in ("message", "error", "detail"):

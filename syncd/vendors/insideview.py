@@ -99,6 +99,7 @@ _EXPIRY_RE = re.compile(
     r"(\d{1,2}):(\d{2})(?::(\d{2}))?\s*([AaPp][Mm])?\s*(?:GMT|UTC|Z)?\s*$"
 )
 _MAX_TOKEN_MARGIN = timedelta(minutes=5)
+_TOKEN_RE = re.compile(r"[\x21-\x7e]{4,4096}")  # printable ASCII, as tokens are
 
 
 def _utcnow() -> datetime:
@@ -529,10 +530,11 @@ class InsideViewProvider:
         if not isinstance(details, Mapping):
             raise MalformedResponse(service, "login: no accessTokenDetails in the answer")
         value = details.get("accessToken")
-        if not isinstance(value, str) or not value.strip():
-            raise MalformedResponse(service, "login: no accessToken in the answer")
+        if not isinstance(value, str) or not _TOKEN_RE.fullmatch(value.strip()):
+            # absent, or not a token (a megabyte of text, "null"): never registered as a secret
+            raise MalformedResponse(service, "login: no usable accessToken in the answer")
         value = value.strip()
-        register_secret(value)
+        register_secret(value, token=True)
         self.tokens_minted += 1
         raw_expiry = details.get("expirationTime")
         expiry = parse_expiration(raw_expiry if isinstance(raw_expiry, str) else None)

@@ -78,7 +78,7 @@ def error_of(response: httpx.Response) -> tuple[str | None, str]:
     """(code, message) from a flat `{code,message}` or a list `{errors:[{code,title}]}` error body."""
     try:
         body = response.json()
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # RecursionError: absurdly deep JSON
         return None, ""
     if isinstance(body, dict) and isinstance(body.get("errors"), list) and body["errors"]:
         body = body["errors"][0]
