@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -24,6 +24,24 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
         self.print_usage(sys.stderr)
         self.exit(EXIT_USAGE, f"syncd: error: {message}\n")
+
+
+def _int_in(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an integer from `low` to `high` (a usage error, exit 2, otherwise)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not from {low} to {high}")
+        return value
+
+    return parse
+
+
+MAX_ID = 2**63 - 1  # contact ids are 64-bit in the store
 
 
 def _common(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
@@ -78,14 +96,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _common(p, suppress=True)
     p.add_argument("--json", action="store_true", help="one JSON object")
-    p.add_argument("--runs", type=int, default=10, metavar="N", help="how many recent runs (default 10)")
+    p.add_argument(
+        "--runs", type=_int_in(1, 10_000), default=10, metavar="N", help="how many recent runs (default 10)"
+    )
 
     p = sub.add_parser("history", help="the change log")
     _common(p, suppress=True)
-    p.add_argument("--contact", type=int, metavar="ID", help="only this PBX contact")
+    p.add_argument("--contact", type=_int_in(1, MAX_ID), metavar="ID", help="only this PBX contact")
     p.add_argument("--since", metavar="ISO8601", help="only changes at or after this time")
     p.add_argument("--json", action="store_true", help="one JSON object a line")
-    p.add_argument("--limit", type=int, metavar="N", help="at most N changes (newest last)")
+    p.add_argument("--limit", type=_int_in(1, MAX_ID), metavar="N", help="at most N changes (newest last)")
 
     p = sub.add_parser("links", help="vendor identity links")
     _common(p, suppress=True)
@@ -97,7 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("demo", help="run a full sync against the bundled simulators on loopback")
     _common(p, suppress=True)
     p.add_argument(
-        "--contacts", type=int, default=300, metavar="N", help="size of the seeded phonebook (default 300)"
+        "--contacts",
+        type=_int_in(1, 500_000),
+        default=300,
+        metavar="N",
+        help="size of the seeded phonebook (default 300, at most 500000)",
     )
     p.add_argument("--seed", type=int, default=42, help="seed of the generated phonebook")
     p.add_argument("--keep", metavar="DIR", type=Path, help="keep the demo's config and state store in DIR")

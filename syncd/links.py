@@ -7,6 +7,7 @@ first sync) are checked against the PBX itself.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import re
@@ -27,6 +28,7 @@ if TYPE_CHECKING:
 log = get_logger("syncd.links")
 
 COLUMNS = ("pbx_contact_id", "vendor", "vendor_id")
+MAX_CONTACT_ID = 2**63 - 1  # the store keeps 64-bit ids
 MAX_FILE_BYTES = 200 * 1024 * 1024
 _LINKEDIN = re.compile(r"https?://([a-z]{2,3}\.)?(www\.)?linkedin\.com/(in|pub)/[^\s/?#]+/?", re.IGNORECASE)
 _VALIDATORS = {
@@ -81,8 +83,11 @@ def read_rows(text: str) -> tuple[list[Row], list[Rejected]]:
             values["vendor"].lower(),
             values["vendor_id"],
         )
-        if not raw_id.isdigit() or int(raw_id) <= 0:
-            rejected.append(Rejected(line, f"pbx_contact_id {raw_id!r} is not a positive integer"))
+        if not (raw_id.isascii() and raw_id.isdigit()) or int(raw_id) <= 0:
+            rejected.append(Rejected(line, f"pbx_contact_id {raw_id[:40]!r} is not a positive integer"))
+            continue
+        if int(raw_id) > MAX_CONTACT_ID:
+            rejected.append(Rejected(line, f"pbx_contact_id {raw_id[:40]} is out of range"))
             continue
         try:
             vendor = Vendor(raw_vendor)
@@ -117,14 +122,28 @@ def _read_text(path: Path) -> str:
         raise UsageError(f"{path}: is a directory") from None
     except PermissionError:
         raise UsageError(f"{path}: permission denied") from None
-    for encoding in ("utf-8-sig", "utf-16"):
-        try:
-            text = data.decode(encoding)
-        except UnicodeDecodeError:
-            continue
-        if "\x00" not in text:
-            return text
-    raise UsageError(f"{path}: not a UTF-8 (or UTF-16) text file")
+    # UTF-16 only when the bytes say so (a BOM, or the NULs of UTF-16 ASCII): decoding any even-length
+    # Latin-1 file as UTF-16 "succeeds" with garbage and ends in a misleading "header missing" error
+    encoding = "utf-8-sig"
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        encoding = "utf-16"
+    elif len(data) >= 4 and data[1:64:2].count(0) > len(data[1:64:2]) // 2:
+        encoding = "utf-16-le"
+    elif len(data) >= 4 and data[0:64:2].count(0) > len(data[0:64:2]) // 2:
+        encoding = "utf-16-be"
+    try:
+        text = data.decode(encoding)
+    except UnicodeDecodeError as exc:
+        if encoding == "utf-8-sig":
+            raise UsageError(
+                f"{path}: not UTF-8 text (byte {exc.start + 1} is not valid UTF-8; a Latin-1 or Windows-1252 "
+                "export?): save the file as UTF-8 (or UTF-16)"
+            ) from None
+        raise UsageError(f"{path}: not valid {encoding.upper()} text (byte {exc.start + 1})") from None
+    text = text.lstrip("\ufeff")
+    if "\x00" in text:
+        raise UsageError(f"{path}: holds NUL characters: not a text file")
+    return text
 
 
 async def import_links_file(config: Config, path: Path, stream: TextIO | None = None) -> int:
@@ -162,7 +181,8 @@ async def _unknown_contacts(config: Config, store: StateStore, ids: set[int]) ->
     if not ask:
         return unknown
     from syncd.engine import StoreTokenCache
-    from syncd.pbx.client import YeastarClient
+    from syncd.pbx.client import MAX_QUERY_IDS, YeastarClient
+    from syncd.pbx.errors import PbxRejected
 
     with store.lock():
         pbx = YeastarClient(
@@ -172,7 +192,16 @@ async def _unknown_contacts(config: Config, store: StateStore, ids: set[int]) ->
             token_cache=StoreTokenCache.for_config(store, config),
         )
         try:
-            present = await pbx.query_contacts(ask)
+            present: set[int] = set()
+            for start in range(0, len(ask), MAX_QUERY_IDS):
+                chunk = ask[start : start + MAX_QUERY_IDS]
+                try:
+                    present |= set(await pbx.query_contacts(chunk))
+                except PbxRejected:
+                    # an id the PBX refuses as a parameter fails its own row, not the whole file
+                    for cid in chunk:
+                        with contextlib.suppress(PbxRejected):
+                            present |= set(await pbx.query_contacts([cid]))
         finally:
             await pbx.close(revoke=False)
-    return unknown | (set(ask) - set(present))
+    return unknown | (set(ask) - present)
