@@ -377,7 +377,7 @@ class Dataset:
             return f"+4930{rng.randint(1000000, 9999999)}{rng.randint(0, 9)}"
         if kind == "mobile":
             return f"+447400{rng.randint(100000, 999999)}"
-        return f"+44207946{rng.randint(0, 9):01d}{rng.randint(0, 999):03d}"
+        return f"+44207{rng.randint(1000000, 9999999)}"  # London, a realistic number space
 
     @staticmethod
     def _as_entered(e164: str, rng: random.Random) -> str:
