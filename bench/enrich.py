@@ -25,8 +25,7 @@ Wall-time bound. The stages run concurrently, so the bound is the slowest vendor
 
     bound = max over vendors v of  calls_v / rate_v  +  L_v x chain_v  +  wait_v
 
-- rate_v: the configured rate; for ContactOut `calls/rate` is max(People Enrich calls /
-  search_rate_limit, all calls / rate_limit); when max_concurrency_v / L_v is lower than the configured
+- rate_v: the configured rate (ContactOut: `rate_limit`, the "other APIs" class People Enrich is in); when max_concurrency_v / L_v is lower than the configured
   rate, that is the rate the latency allows and it is used instead;
 - L_v: the latency injected into every answer of the vendor's simulator (`faults.latency`);
   chain_v: the longest run of dependent calls for one unit of work (InsideView job: submit, status,
@@ -68,8 +67,7 @@ WALL_TARGET = 1.25
 RATES: dict[str, dict[str, float]] = {
     "insideview": {"rate_limit": 50.0, "max_concurrency": 8},
     "leadfeeder": {"rate_limit": 50.0, "burst": 15, "max_concurrency": 8},
-    # search_rate_limit = rate_limit: whichever of the two limiters People Enrich goes through, the same rate
-    "contactout": {"rate_limit": 150.0, "search_rate_limit": 150.0, "max_concurrency": 16},
+    "contactout": {"rate_limit": 150.0, "max_concurrency": 16},
 }
 
 
@@ -85,7 +83,6 @@ def sim_options() -> dict[str, dict[str, Any]]:
         },
         "contactout": {
             # fixed one-minute windows: twice what the client may send in a minute
-            "search_per_minute": int(co["search_rate_limit"] * 120),
             "general_per_minute": int(co["rate_limit"] * 120),
         },
         "insideview": {"job_delay": IV_JOB_DELAY},
@@ -265,14 +262,11 @@ def _analyse(
             entry["minimum"] = asked
             entry["data_calls"] = data_calls
             chain, wait = 5, 0.0
-            search = RATES[name]["search_rate_limit"]
             general = RATES[name]["rate_limit"]
             entry["rate_term_s"] = max(
-                _rate_term(enrich_calls, search, entry), _rate_term(data_calls, general, entry)
+                _rate_term(enrich_calls, general, entry), _rate_term(data_calls, general, entry)
             )
-            entry["min_rate_term_s"] = max(
-                _rate_term(asked, search, entry), _rate_term(asked, general, entry)
-            )
+            entry["min_rate_term_s"] = _rate_term(asked, general, entry)
         entry["calls_ratio"] = data_calls / entry["minimum"] if entry["minimum"] else None
         entry["calls_ok"] = entry["calls_ratio"] is None or entry["calls_ratio"] <= CALLS_TARGET
         entry["chain"] = chain

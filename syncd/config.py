@@ -547,7 +547,6 @@ class ContactOutConfig(_SecretSection):
     token_file: str | None = Field(None, min_length=1, json_schema_extra=_expect(_NONEMPTY))
     monthly_credit_budget: int | None = Field(None, ge=0, json_schema_extra=_expect(_BUDGET))
     rate_limit: float = Field(1000 / 60, gt=0, allow_inf_nan=False, json_schema_extra=_expect(_RATE))
-    search_rate_limit: float = Field(1.0, gt=0, allow_inf_nan=False, json_schema_extra=_expect(_RATE))
     checker_rate_limit: float = Field(2.5, gt=0, allow_inf_nan=False, json_schema_extra=_expect(_RATE))
     max_concurrency: int = Field(8, ge=1, le=64, json_schema_extra=_expect(_CONCURRENCY))
     verify_tls: VerifyTls = True
@@ -560,10 +559,6 @@ class ContactOutConfig(_SecretSection):
     def http_settings(self) -> HttpSettings:
         """Person lookups (service "contactout", `rate_limit`)."""
         return self._settings(self.rate_limit)
-
-    def search_http_settings(self) -> HttpSettings:
-        """The people search endpoint (`search_rate_limit`)."""
-        return self._settings(self.search_rate_limit)
 
     def checker_http_settings(self) -> HttpSettings:
         """The email verifier endpoint (`checker_rate_limit`)."""

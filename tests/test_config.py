@@ -166,7 +166,7 @@ def test_contract_example_loads_with_its_values_and_the_defaults(tmp_path: Path)
     assert co is not None
     assert co.token == "contactout-token-value-3"
     assert co.rate_limit == pytest.approx(1000 / 60)
-    assert (co.search_rate_limit, co.checker_rate_limit, co.max_concurrency) == (1.0, 2.5, 8)
+    assert (co.checker_rate_limit, co.max_concurrency) == (2.5, 8)
     lf = config.vendors.leadfeeder
     assert lf is not None
     assert lf.api_key == "leadfeeder-key-value-4"
@@ -272,7 +272,6 @@ def test_http_settings_per_service(tmp_path: Path) -> None:
     co = config.vendors.contactout
     assert co.http_settings().service == "contactout"
     assert co.http_settings().rate_per_second == pytest.approx(1000 / 60)
-    assert co.search_http_settings().rate_per_second == 1.0
     assert co.checker_http_settings().rate_per_second == 2.5
 
     assert config.vendors.leadfeeder is not None

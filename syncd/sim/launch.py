@@ -143,7 +143,6 @@ class Simulators:
                 f'token = "{CO_TOKEN}"',
                 "monthly_credit_budget = 100000",
                 "rate_limit = 200",
-                "search_rate_limit = 200",
                 "",
             ]
         return "\n".join(lines) + "\n" + extra

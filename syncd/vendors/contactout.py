@@ -46,8 +46,8 @@ credit when a phone was returned, 1 verifier credit per valid / invalid / accept
 several contacts share is fetched once and charged to the first of them.
 
 Rate limits: the `HttpSettings` rate is the general 1000/min class ("other APIs"), which covers People
-Enrich and Contact Info; `search_rate` (People Search class, 60/min) is kept for the search endpoint and
-the verifier gets a `checker_rate` limiter (Contact Checker class, 150/min).
+Enrich and Contact Info; the email verifier also gets a `checker_rate` limiter (Contact Checker class,
+150/min). syncd calls no People Search endpoint (the 60/min class).
 
 Errors: 400/401 naming bad credentials (the docs' table gives 400 for those) or a bare 401 -> `AuthError`;
 400/401 naming bad input -> that contact's `Outcome.error`; 403 (out of credits, no access to endpoint)
@@ -103,7 +103,6 @@ LOOKUP_BATCH = 100
 V2_THRESHOLD = 31  # "auto": this many distinct URLs or more go to the v2 bulk
 VERIFY_BATCH_MAX = 100  # the docs allow 1000; public clients send 100
 VERIFY_BATCH_MIN = 3  # fewer addresses are verified one by one (no job to poll)
-SEARCH_RATE = 1.0  # People Search class: 60/min
 CHECKER_RATE = 2.5  # Contact Checker class: 150/min
 GENERAL_RATE = 1000 / 60  # other APIs: 1000/min, for the HttpSettings the config builds
 INCLUDE_ALL = ("work_email", "personal_email", "phone")
@@ -253,7 +252,6 @@ class ContactOutProvider:
         http: HttpSettings,
         token: str,
         *,
-        search_rate: float | None = SEARCH_RATE,
         checker_rate: float | None = CHECKER_RATE,
         default_region: str = "US",
         verify_emails: bool = False,
@@ -281,7 +279,6 @@ class ContactOutProvider:
         self._sleep = sleep
         self._poll_interval = poll_interval
         self._poll_timeout = poll_timeout
-        self._search_limiter = RateLimiter(search_rate, sleep=sleep) if search_rate else None
         self._checker_limiter = RateLimiter(checker_rate, sleep=sleep) if checker_rate else None
         # set by AuthError / OutOfCredits: no further call is made for the provider's life
         self._stopped: ServiceError | None = None

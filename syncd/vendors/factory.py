@@ -48,7 +48,6 @@ def build_providers(
             out[vendor] = ContactOutProvider(
                 section.http_settings(),
                 section.token,
-                search_rate=section.search_rate_limit,
                 checker_rate=section.checker_rate_limit,
                 default_region=region,
                 verify_emails=config.enrich.verify_emails,

@@ -546,7 +546,6 @@ def test_contactout_provider_survives_hostile_answers(data: st.DataObject) -> No
         provider = ContactOutProvider(
             http("contactout"),
             CO_TOKEN,
-            search_rate=None,
             checker_rate=None,
             verify_emails=data.draw(st.booleans()),
             batch_mode=data.draw(st.sampled_from(["auto", "v1", "v2", "single"])),
@@ -617,7 +616,6 @@ def build_providers(damage: Damage) -> tuple[dict[Vendor, Provider], list[str]]:
         Vendor.contactout: ContactOutProvider(
             http("contactout"),
             CO_TOKEN,
-            search_rate=None,
             checker_rate=None,
             transport=hostile_transport(co.app, damage),
             sleep=no_sleep,

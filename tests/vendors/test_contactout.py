@@ -29,7 +29,6 @@ from syncd.vendors.base import Provider
 from syncd.vendors.contactout import (
     CHECKER_RATE,
     INCLUDE_ALL,
-    SEARCH_RATE,
     V1_BATCH_MAX,
     V2_BATCH_MAX,
     BadRequest,
@@ -124,7 +123,6 @@ async def serving(
     sim: ContactOutSimulator, *, token: str = TOKEN, **kwargs: Any
 ) -> AsyncIterator[ContactOutProvider]:
     http = kwargs.pop("http", {})
-    kwargs.setdefault("search_rate", None)
     kwargs.setdefault("checker_rate", None)
     kwargs.setdefault("poll_interval", 0.02)
     with SimServer(sim.app) as srv:
@@ -223,7 +221,6 @@ async def test_provider_interface_can_lookup_and_max_cost() -> None:
     async with serving(simulator(), batch_mode="v1") as provider:
         assert provider.max_cost([known(p)]) == 1  # v1 bulk: emails only
     # the documented per-class limits, as the defaults of the provider's own limiters
-    assert SEARCH_RATE * 60 == 60
     assert CHECKER_RATE * 60 == 150
     with pytest.raises(ValueError, match="batch_mode"):
         ContactOutProvider(settings("http://127.0.0.1:9"), TOKEN, batch_mode="v3")  # type: ignore[arg-type]
@@ -481,7 +478,6 @@ async def test_empty_results_end_the_search() -> None:
     provider = ContactOutProvider(
         settings("http://contactout.test"),
         TOKEN,
-        search_rate=None,
         checker_rate=None,
         transport=httpx.MockTransport(handler),
     )
@@ -817,11 +813,11 @@ async def test_rate_limit_429_with_retry_after_then_success() -> None:
 
 
 async def test_people_enrich_is_not_held_to_the_search_rate() -> None:
-    # the provider's People Search-class limiter (60/min) is not applied to People Enrich
+    # no People Search-class limiter (60/min) is applied to People Enrich
     clock = ManualClock()
     sim = simulator()
     people = pick(full_info, 3)
-    async with serving(sim, search_rate=SEARCH_RATE, sleep=clock.sleep) as provider:
+    async with serving(sim, sleep=clock.sleep) as provider:
         results = await provider.lookup([ask(p) for p in people])
     assert all(r.outcome is Outcome.found for r in results)
     assert sim.calls["people_enrich"] == 3
