@@ -14,9 +14,13 @@ Failure contract:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Protocol, runtime_checkable
 
-from syncd.model import EnrichmentResult, LookupRequest, Vendor
+from syncd.logs import get_logger
+from syncd.model import EnrichmentResult, LookupRequest, Outcome, Vendor
+
+log = get_logger("syncd.vendors")
 
 
 @runtime_checkable
@@ -37,3 +41,23 @@ class Provider(Protocol):
         ...
 
     async def aclose(self) -> None: ...
+
+
+def error_result(
+    vendor: Vendor, request: LookupRequest, fetched_at: datetime, reason: str, *, credits: int = 0
+) -> EnrichmentResult:
+    """A per-contact failure: the contact gets this result, the rest of the batch goes on."""
+    return EnrichmentResult(
+        vendor=vendor,
+        contact_id=request.contact_id,
+        outcome=Outcome.error,
+        fetched_at=fetched_at,
+        vendor_id=request.vendor_id,
+        error=reason,
+        credits=credits,
+    )
+
+
+def log_rejected_value(vendor: Vendor, field: str, reason: str, **ids: object) -> None:
+    """A vendor value that fails validation is dropped; the value itself stays out of the log."""
+    log.info("vendor.value_rejected", vendor=vendor.value, field=field, reason=reason, **ids)

@@ -85,6 +85,7 @@ from syncd.model import (
 )
 from syncd.normalize import clean_email, email_key, fold_company, fold_text, to_e164
 from syncd.vendors import matching
+from syncd.vendors.base import error_result, log_rejected_value
 from syncd.vendors.matching import accept_match
 
 log = get_logger("syncd.vendors.contactout")
@@ -461,15 +462,10 @@ class ContactOutProvider:
         )
 
     def _error(self, request: LookupRequest, fetched_at: datetime, reason: str) -> EnrichmentResult:
-        return dataclasses.replace(
-            self._template(fetched_at, Outcome.error, vendor_id=request.vendor_id, error=reason),
-            contact_id=request.contact_id,
-        )
+        return error_result(self.vendor, request, fetched_at, reason)
 
     def _reject(self, vendor_id: str | None, field: str, reason: str) -> None:
-        log.info(
-            "vendor.value_rejected", vendor=self.vendor.value, vendor_id=vendor_id, field=field, reason=reason
-        )
+        log_rejected_value(self.vendor, field, reason, vendor_id=vendor_id)
 
     def _values(
         self,

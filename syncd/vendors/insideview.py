@@ -66,6 +66,7 @@ from syncd.model import (
     Vendor,
 )
 from syncd.normalize import clean_email, to_e164
+from syncd.vendors.base import error_result, log_rejected_value
 
 log = get_logger("syncd.vendors.insideview")
 
@@ -419,15 +420,7 @@ class InsideViewProvider:
     def _error(
         self, request: LookupRequest, reason: str, now: datetime, credits: int = 0
     ) -> EnrichmentResult:
-        return EnrichmentResult(
-            vendor=self.vendor,
-            contact_id=request.contact_id,
-            outcome=Outcome.error,
-            fetched_at=now,
-            error=reason,
-            credits=credits,
-            vendor_id=request.vendor_id,
-        )
+        return error_result(self.vendor, request, now, reason, credits=credits)
 
     def _result(
         self, request: LookupRequest, answer: _Answer, credits: int, now: datetime
@@ -458,14 +451,8 @@ class InsideViewProvider:
         )
 
     def _rejected(self, request: LookupRequest, contact: _Contact, field_name: str, reason: str) -> None:
-        # the value itself stays out of the log (personal data; the reason says what was wrong)
-        log.info(
-            "vendor.value_rejected",
-            vendor=self.vendor.value,
-            contact_id=request.contact_id,
-            vendor_id=contact.contact_id,
-            field=field_name,
-            reason=reason,
+        log_rejected_value(
+            self.vendor, field_name, reason, contact_id=request.contact_id, vendor_id=contact.contact_id
         )
 
     def _emails(self, request: LookupRequest, contact: _Contact) -> tuple[FoundEmail, ...]:

@@ -44,6 +44,7 @@ from syncd.model import (
     Vendor,
 )
 from syncd.normalize import clean_email, email_key, to_e164
+from syncd.vendors.base import error_result, log_rejected_value
 
 log = get_logger("syncd.vendors.leadfeeder")
 
@@ -287,17 +288,10 @@ class LeadfeederProvider:
         )
 
     def _error(self, request: LookupRequest, fetched_at: datetime, reason: str) -> EnrichmentResult:
-        return EnrichmentResult(
-            vendor=self.vendor,
-            contact_id=request.contact_id,
-            outcome=Outcome.error,
-            fetched_at=fetched_at,
-            vendor_id=request.vendor_id,
-            error=reason,
-        )
+        return error_result(self.vendor, request, fetched_at, reason)
 
     def _reject(self, vid: str, field: str, reason: str) -> None:
-        log.info("vendor.value_rejected", vendor=self.vendor.value, vendor_id=vid, field=field, reason=reason)
+        log_rejected_value(self.vendor, field, reason, vendor_id=vid)
 
     def _normalise(
         self, vid: str, record: Mapping[str, Any], companies: Mapping[str, str], fetched_at: datetime
