@@ -16,6 +16,7 @@ import email.utils
 import json as jsonlib
 import math
 import random
+import ssl
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
@@ -206,9 +207,15 @@ class ServiceClient:
         for attempt in range(attempts):
             async with self._semaphore:
                 await self.limiter.acquire()
-                request = self._client.build_request(
-                    method, url, params=params, json=json, content=content, headers=headers
-                )
+                try:
+                    request = self._client.build_request(
+                        method, url, params=params, json=json, content=content, headers=headers
+                    )
+                except httpx.InvalidURL as exc:
+                    # a value taken from an answer (a job id, a profile URL) made an impossible request
+                    raise MalformedResponse(
+                        self.service, f"{method} {url[:80]}: cannot build the request ({exc})"
+                    ) from None
                 what = describe(request)
                 self.stats.requests += 1
                 try:
@@ -219,6 +226,13 @@ class ServiceClient:
                     self.stats.errors[kind] += 1
                     self._notify(None, kind)
                     last_reason = f"{what}: {kind}: {redact(str(exc)) or 'no detail'}"
+                    if _untrusted_certificate(exc):
+                        # retrying cannot make a certificate trusted: say so at once
+                        raise ServiceUnavailable(
+                            self.service,
+                            f"{last_reason} (the server's TLS certificate is not trusted: check "
+                            "base_url, or set verify_tls to a CA bundle that signs it)",
+                        ) from None
                     delay = self._backoff(attempt)
                     if attempt + 1 < attempts:
                         self.stats.retries += 1
@@ -270,6 +284,18 @@ class ServiceClient:
     def _notify(self, status: int | None, error: str | None) -> None:
         if self._on_request is not None:
             self._on_request(self.service, status, error)
+
+
+def _untrusted_certificate(exc: BaseException) -> bool:
+    """Whether a transport error is a failed TLS certificate verification."""
+    seen: BaseException | None = exc
+    for _ in range(8):  # httpx wraps httpcore's error, which wraps ssl's
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLCertVerificationError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
 
 
 def json_body(response: httpx.Response, service: str) -> Any:

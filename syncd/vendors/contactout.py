@@ -118,6 +118,7 @@ ContactFetch = Literal["after_match", "inline"]
 
 _LINKEDIN_RE = re.compile(r"^https?://(?:[a-z]{2,3}\.)?linkedin\.com/(?:in|pub)/[^/?#\s]+", re.IGNORECASE)
 _MAX_MESSAGE = 200
+_JOB_ID_RE = re.compile(r"[A-Za-z0-9_.:-]{1,128}")
 _VERIFICATION = {"verified": "verified", "unverified": "unverified"}
 _PHONE_KINDS = {
     phonenumbers.PhoneNumberType.MOBILE: PhoneKind.mobile,
@@ -779,6 +780,9 @@ class ContactOutProvider:
 
     async def _poll(self, path: str, job_id: str, run: _Run) -> dict[str, Any]:
         """Poll a bulk job until it has a result; backoff doubling up to 10 s, `poll_timeout` in all."""
+        if not _JOB_ID_RE.fullmatch(job_id):
+            # it goes into the URL: a megabyte of text or a path would make a request we cannot send
+            raise MalformedResponse(self.service, "bulk job: the job id is not an id", status=200)
         delay = self._poll_interval
         waited = 0.0
         while True:
