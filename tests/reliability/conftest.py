@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.reliability.site import FIGURES, OUTPUTS
+from tests.reliability.site import FIGURES, OUTPUTS, SCANNED
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -25,7 +25,7 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.section("reliability figures")
     for key in sorted(FIGURES):
         terminalreporter.write_line(f"{key}: {json.dumps(FIGURES[key], sort_keys=True)}")
-    terminalreporter.write_line(f"outputs scanned for secrets: {len(OUTPUTS)}")
+    terminalreporter.write_line(f"outputs recorded for the secrets scan: {len(OUTPUTS) + SCANNED['outputs']}")
     out = os.environ.get("SYNCD_FIGURES_JSON")
     if out:
         Path(out).write_text(json.dumps(FIGURES, indent=2, sort_keys=True) + "\n", encoding="utf-8")
