@@ -43,6 +43,20 @@ class Provider(Protocol):
     async def aclose(self) -> None: ...
 
 
+def result_template(
+    vendor: Vendor,
+    fetched_at: datetime,
+    outcome: Outcome,
+    *,
+    vendor_id: str | None = None,
+    error: str | None = None,
+) -> EnrichmentResult:
+    """A result not yet tied to a PBX contact (contact_id 0): one vendor record may answer several."""
+    return EnrichmentResult(
+        vendor=vendor, contact_id=0, outcome=outcome, fetched_at=fetched_at, vendor_id=vendor_id, error=error
+    )
+
+
 def error_result(
     vendor: Vendor, request: LookupRequest, fetched_at: datetime, reason: str, *, credits: int = 0
 ) -> EnrichmentResult:

@@ -85,7 +85,7 @@ from syncd.model import (
 )
 from syncd.normalize import clean_email, email_key, fold_company, fold_text, to_e164
 from syncd.vendors import matching
-from syncd.vendors.base import error_result, log_rejected_value
+from syncd.vendors.base import error_result, log_rejected_value, result_template
 from syncd.vendors.matching import accept_match
 
 log = get_logger("syncd.vendors.contactout")
@@ -453,14 +453,7 @@ class ContactOutProvider:
         vendor_id: str | None = None,
         error: str | None = None,
     ) -> EnrichmentResult:
-        return EnrichmentResult(
-            vendor=self.vendor,
-            contact_id=0,
-            outcome=outcome,
-            fetched_at=fetched_at,
-            vendor_id=vendor_id,
-            error=error,
-        )
+        return result_template(self.vendor, fetched_at, outcome, vendor_id=vendor_id, error=error)
 
     def _error(self, request: LookupRequest, fetched_at: datetime, reason: str) -> EnrichmentResult:
         return error_result(self.vendor, request, fetched_at, reason)

@@ -44,7 +44,7 @@ from syncd.model import (
     Vendor,
 )
 from syncd.normalize import clean_email, email_key, to_e164
-from syncd.vendors.base import error_result, log_rejected_value
+from syncd.vendors.base import error_result, log_rejected_value, result_template
 
 log = get_logger("syncd.vendors.leadfeeder")
 
@@ -278,14 +278,7 @@ class LeadfeederProvider:
     def _template(
         self, vid: str, fetched_at: datetime, outcome: Outcome, *, error: str | None = None
     ) -> EnrichmentResult:
-        return EnrichmentResult(
-            vendor=self.vendor,
-            contact_id=0,
-            outcome=outcome,
-            fetched_at=fetched_at,
-            vendor_id=vid,
-            error=error,
-        )
+        return result_template(self.vendor, fetched_at, outcome, vendor_id=vid, error=error)
 
     def _error(self, request: LookupRequest, fetched_at: datetime, reason: str) -> EnrichmentResult:
         return error_result(self.vendor, request, fetched_at, reason)

@@ -241,6 +241,17 @@ def wrap(sims: Simulators, name: str, make: Callable[[ASGIApp], Any]) -> Any:
 # --- the environment of one test -------------------------------------------------------------------------
 
 
+def json_events(text: str) -> list[dict[str, Any]]:
+    """The JSON log events among a command's stderr lines."""
+    found = []
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("{"):
+            with contextlib.suppress(ValueError):
+                found.append(json.loads(line))
+    return found
+
+
 @dataclass
 class Result:
     code: int
@@ -250,13 +261,7 @@ class Result:
     @property
     def events(self) -> list[dict[str, Any]]:
         """The JSON log events on stderr."""
-        found = []
-        for raw in self.err.splitlines():
-            line = raw.strip()
-            if line.startswith("{"):
-                with contextlib.suppress(ValueError):
-                    found.append(json.loads(line))
-        return found
+        return json_events(self.err)
 
     def event(self, name: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e.get("event") == name]

@@ -37,6 +37,7 @@ from syncd.sim.launch import (
 )
 from syncd.sim.pbx import PbxSimulator, seed_fields
 from syncd.store import StateStore
+from tests.e2e.harness import json_events
 
 REPO = Path(__file__).resolve().parents[2]
 PYTHON = sys.executable
@@ -97,13 +98,7 @@ class Run:
 
     @property
     def events(self) -> list[dict[str, Any]]:
-        found = []
-        for raw in self.err.splitlines():
-            line = raw.strip()
-            if line.startswith("{"):
-                with contextlib.suppress(ValueError):
-                    found.append(json.loads(line))
-        return found
+        return json_events(self.err)
 
     def event(self, name: str) -> list[dict[str, Any]]:
         return [e for e in self.events if e.get("event") == name]
