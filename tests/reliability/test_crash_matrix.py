@@ -110,14 +110,18 @@ def check_final(site: Site, ref: Reference, what: str) -> None:
     assert site.pending() == 0, f"{what}: journal entries left pending"
 
 
-def logged_once(runs: list[Run]) -> None:
-    """No `contact.changed` event for the same change twice across the runs' logs."""
+def logged_once(runs: list[Run], changes: list[Change]) -> int:
+    """No `contact.changed` event for the same change twice across the runs' logs; returns how many
+    changes of the change log have no event at all (a kill between a commit and its log lines)."""
     seen: set[tuple[Any, ...]] = set()
     for run in runs:
         for e in run.event("contact.changed"):
             key = (e["contact_id"], e["field"], e["old"], e["new"])
             assert key not in seen, f"contact.changed logged twice: {key}"
             seen.add(key)
+    unlogged = {(c[0], c[1], c[2], c[3]) for c in changes} - seen
+    add_figure("crash_changes_without_log_event", len(unlogged))
+    return len(unlogged)
 
 
 # Each run of the chain is killed at its point. Once a push was killed, the next runs start by resuming
@@ -152,11 +156,12 @@ def test_a_chain_of_kills_ends_like_an_uninterrupted_run(reference: Reference, t
         assert_no_crash(final)
         runs.append(final)
         check_final(site, reference, "after the chain")
+        changes = site.changes()
         again = site.sync()
         assert again.code == 0, again.describe()
         assert again.event("run.finished")[0]["updated"] == 0
         assert not again.event("journal.resuming")
-    logged_once(runs)
+    logged_once(runs, changes)
     add_figure("crash_points_survived", len(CHAIN))
 
 
@@ -179,5 +184,6 @@ def test_a_killed_run_is_finished_by_the_next(
         assert rerun.code == 0, rerun.describe()
         assert_no_crash(rerun)
         check_final(site, reference, f"rerun after a kill at {point}")
-    logged_once([killed, rerun])
+        changes = site.changes()
+    logged_once([killed, rerun], changes)
     add_figure("crash_points_survived", 1)
