@@ -327,6 +327,15 @@ class Site:
         pbx = self.sims.pbx
         return {cid: pbx.contact(cid) for cid in pbx.contact_ids()}
 
+    def credits(self) -> dict[str, int]:
+        """Credits each vendor simulator charged so far."""
+        sims = self.sims
+        return {
+            "insideview": sims.insideview.credits_charged,
+            "leadfeeder": sims.leadfeeder.credits_charged,
+            "contactout": sum(sims.contactout.charged.values()),
+        }
+
     @contextlib.contextmanager
     def store(self) -> Iterator[StateStore]:
         store = StateStore.open(self.state_url)

@@ -48,6 +48,7 @@ class Reference:
     changes: list[Change]
     cold: Path  # state store with the links imported
     warm: Path  # ... and the vendors' answers bought by a dry run
+    credits: dict[str, int]  # what the vendors charged for it all
 
 
 @pytest.fixture(scope="module")
@@ -67,9 +68,10 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Reference]:
         assert run.code == 0, run.describe()
         final = site.phonebook()
         changes = site.changes()
+        credits = site.credits()
     assert len(changes) > SIZE, "the reference run must have plenty to push"
     assert not duplicates(changes)
-    yield Reference(initial, final, changes, root / "cold.db", root / "warm.db")
+    yield Reference(initial, final, changes, root / "cold.db", root / "warm.db", credits)
 
 
 def crashed(site: Site, point: str) -> Run:
@@ -161,6 +163,10 @@ def test_a_chain_of_kills_ends_like_an_uninterrupted_run(reference: Reference, t
         assert again.code == 0, again.describe()
         assert again.event("run.finished")[0]["updated"] == 0
         assert not again.event("journal.resuming")
+        # an answer in flight when a run is killed was paid for but never stored: bought again
+        spent = site.credits()
+    add_figure("crash_chain_credits", spent)
+    add_figure("crash_reference_credits", reference.credits)
     logged_once(runs, changes)
     add_figure("crash_points_survived", len(CHAIN))
 

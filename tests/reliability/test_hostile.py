@@ -654,7 +654,7 @@ def check_written(sim: PbxSimulator, store: StateStore) -> None:
                 assert to_e164(phone.number, REGION) == phone.number
 
 
-@hypothesis_settings(30)
+@hypothesis_settings(20)
 @given(data=st.data())
 def test_a_run_against_hostile_answers_stores_and_writes_nothing_malformed(data: st.DataObject) -> None:
     sim = PbxSimulator(DATASET, client_id=PBX_CLIENT_ID, client_secret=PBX_SECRET)

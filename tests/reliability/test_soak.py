@@ -15,7 +15,7 @@ Two drivers:
 - the daemon (`syncd` on a 1-second interval) for as many runs: it never dies, a failed run is a
   documented error, never an unexpected exception, and SIGTERM ends it with exit 0.
 
-`SYNCD_SOAK_CYCLES` (default 5 each; `make soak` runs 200), `SYNCD_SOAK_ARRIVALS` (new contacts per run,
+`SYNCD_SOAK_CYCLES` (default 4 each; `make soak` runs 200), `SYNCD_SOAK_ARRIVALS` (new contacts per run,
 default 10), `SYNCD_SOAK_SEED`, `SYNCD_SOAK_EVERY` ("7,30": a fault kind hits one request in 7 to 30) and
 `SYNCD_SOAK_DENSITY` (0.2: at most that share of a simulator's requests faulted).
 """
@@ -53,7 +53,7 @@ from tests.reliability.site import (
     record_output,
 )
 
-CYCLES = int(os.environ.get("SYNCD_SOAK_CYCLES", "5"))
+CYCLES = int(os.environ.get("SYNCD_SOAK_CYCLES", "4"))
 ARRIVALS = int(os.environ.get("SYNCD_SOAK_ARRIVALS", "10"))
 START = 100  # contacts on the PBX before the first run
 SIZE = START + ARRIVALS * max(0, CYCLES - 1)  # the first run adds none
@@ -90,16 +90,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Reference]:
         ref.import_links()
         first = ref.sync()
         assert first.code == 0, first.describe()
-        yield Reference(ref.phonebook(), ref.changes(), credits(ref))
-
-
-def credits(site: Site) -> dict[str, int]:
-    sims = site.sims
-    return {
-        "insideview": sims.insideview.credits_charged,
-        "leadfeeder": sims.leadfeeder.credits_charged,
-        "contactout": sum(sims.contactout.charged.values()),
-    }
+        yield Reference(ref.phonebook(), ref.changes(), ref.credits())
 
 
 @dataclass
@@ -212,12 +203,12 @@ def figures(prefix: str, soak: Soak, runs: int, exits: Counter[Any], ref: Refere
     add_figure(f"{prefix}_pbx_outages", soak.outages)
     add_figure(f"{prefix}_links_import_retries", soak.link_retries)
     add_figure(f"{prefix}_outcomes", {str(k): v for k, v in exits.items()})
-    add_figure(f"{prefix}_credits", credits(soak.site))
+    add_figure(f"{prefix}_credits", soak.site.credits())
     add_figure(f"{prefix}_reference_credits", ref.credits)
     print(
         f"{prefix}: {runs} runs on {SIZE} contacts, faults injected {dict(seen)}, token expiries "
         f"{soak.expired}, PBX outages {soak.outages}, outcomes {dict(exits)}, credits "
-        f"{credits(soak.site)} (fault-free: {ref.credits})"
+        f"{soak.site.credits()} (fault-free: {ref.credits})"
     )
 
 
