@@ -52,7 +52,7 @@ def run_demo(
         with Simulators(Dataset(contacts, seed=seed)) as sims:
             state_url = f"sqlite:///{workdir / 'state.db'}"
             config_path = sims.write_config(workdir / "syncd.toml", state_url)
-            links_path = sims.write_links(workdir / "links.csv")
+            links_path = sims.write_links(workdir / "links.csv", conflicts=True)
             for name, server in sims.servers.items():
                 out.write(f"  {name:<11} {server.url}\n")
             config = load_config(config_path)

@@ -44,6 +44,7 @@ from syncd.pbx.errors import PbxAuthError, PbxError, PbxRejected
 from syncd.pull import PullResult, phonebook_filter, pull_contacts
 from syncd.store import FieldState, JournalEntry, StateStore, TokenRecord
 from syncd.vendors.base import Provider
+from syncd.vendors.contactout import ContactOutProvider
 
 log = get_logger("syncd.engine")
 
@@ -234,6 +235,9 @@ class SyncEngine:
             if self.dry_run:
                 await self._preview_journal(pbx, pulled, bases, states)
             providers = self._providers if self._providers is not None else self._build_providers()
+            for provider in providers.values():
+                if isinstance(provider, ContactOutProvider) and provider.name_source is None:
+                    provider.name_source = pbx.contact_names  # names as the PBX holds them
             enriched = await self._enrich(providers, pulled, bases, states, summary)
             crashpoint.reached("enriched")
             planned = self._plan(pulled, bases, states, enriched, summary)
@@ -364,6 +368,7 @@ class SyncEngine:
                 "errors": t.errors,
                 "credits": t.credits,
                 **({"stopped": t.stopped} if t.stopped else {}),
+                **({"identity_mismatches": t.identity_mismatches} if t.identity_mismatches else {}),
             }
             for v, t in outcome.tallies.items()
         }

@@ -31,6 +31,7 @@ from syncd.model import Contact, EnrichmentResult, LookupRequest, Outcome, Vendo
 from syncd.normalize import fold_company, fold_text
 from syncd.store import LedgerEntry, Link, StateStore, month_of
 from syncd.vendors.base import Provider
+from syncd.vendors.matching import IDENTITY_MISMATCH
 
 log = get_logger("syncd.enrich")
 
@@ -58,6 +59,7 @@ class VendorTally:
     credits: int = 0
     lookups: int = 0  # provider.lookup calls
     stopped: str | None = None  # why the vendor was dropped for the rest of the run
+    identity_mismatches: int = 0  # linked answers refused: the record is someone else's
 
 
 @dataclass
@@ -388,6 +390,8 @@ class _Stage:
         counts: Counter[Outcome] = Counter()
         for result in valid:
             counts[result.outcome] += 1
+            if (result.error or "").startswith(IDENTITY_MISMATCH):
+                self.tally.identity_mismatches += 1
             if result.outcome is Outcome.found:
                 items[result.contact_id][0].results.append(result)
             if result.matched_by is not None:

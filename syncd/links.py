@@ -3,6 +3,12 @@
 Every row is validated; each rejected row is reported with its line number and the reason; valid rows
 are imported; the exit status is 1 when any row was rejected. Ids the store has not seen yet (before the
 first sync) are checked against the PBX itself.
+
+A vendor identity belongs to one person: a row giving a contact a vendor id that the store already links
+(imported or matched) to another contact is rejected, and that existing link stands; rows of the file that
+give one vendor id to two or more contacts are all rejected (the file cannot say which is right). Ids are
+compared as the vendor means them: InsideView ids as numbers, Leadfeeder ids as written, LinkedIn URLs by
+their profile slug (case, scheme, host and trailing slash aside).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import csv
 import io
 import re
 import sys
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -53,6 +60,61 @@ class Row:
 class Rejected:
     line: int
     reason: str
+
+
+def id_key(vendor: Vendor | str, vendor_id: str) -> str:
+    """The identity a vendor id stands for, for telling whether two rows or links name the same person."""
+    name = Vendor(vendor)
+    text = vendor_id.strip()
+    if name is Vendor.insideview and text.isascii() and text.isdigit():
+        return str(int(text))
+    if name is Vendor.contactout:
+        path = text.split("?", 1)[0].split("#", 1)[0].rstrip("/")
+        return path.rsplit("/", 1)[-1].lower()
+    return text
+
+
+def shared_ids(rows: list[Row]) -> tuple[list[Row], list[Rejected]]:
+    """Reject every row whose vendor id the file also gives to another contact."""
+    holders: dict[tuple[Vendor, str], list[Row]] = {}
+    for row in rows:
+        holders.setdefault((row.vendor, id_key(row.vendor, row.vendor_id)), []).append(row)
+    kept: list[Row] = []
+    rejected: list[Rejected] = []
+    for row in rows:
+        group = holders[(row.vendor, id_key(row.vendor, row.vendor_id))]
+        others = [r for r in group if r.contact_id != row.contact_id]
+        if others:
+            where = ", ".join(f"line {r.line} (contact {r.contact_id})" for r in others)
+            rejected.append(
+                Rejected(row.line, f"{row.vendor.value} id {row.vendor_id[:80]!r} is also given to {where}")
+            )
+        else:
+            kept.append(row)
+    return kept, rejected
+
+
+def taken_ids(rows: list[Row], links: Iterable[Link]) -> tuple[list[Row], list[Rejected]]:
+    """Reject every row whose vendor id the store already links to another contact (that link stands)."""
+    holder: dict[tuple[str, str], int] = {}
+    for link in links:
+        if link.vendor_id and link.method in ("imported", "matched"):
+            holder.setdefault((link.vendor, id_key(link.vendor, link.vendor_id)), link.contact_id)
+    kept: list[Row] = []
+    rejected: list[Rejected] = []
+    for row in rows:
+        owner = holder.get((row.vendor.value, id_key(row.vendor, row.vendor_id)))
+        if owner is not None and owner != row.contact_id:
+            rejected.append(
+                Rejected(
+                    row.line,
+                    f"{row.vendor.value} id {row.vendor_id[:80]!r} is already linked to contact {owner} "
+                    "(that link stands)",
+                )
+            )
+        else:
+            kept.append(row)
+    return kept, rejected
 
 
 def read_rows(text: str) -> tuple[list[Row], list[Rejected]]:
@@ -107,7 +169,8 @@ def read_rows(text: str) -> tuple[list[Row], list[Rejected]]:
         rows.append(Row(line, int(raw_id), vendor, vendor_id))
     if header is None:
         raise UsageError(f"the file is empty; expected a header {','.join(COLUMNS)}")
-    return rows, rejected
+    rows, shared = shared_ids(rows)
+    return rows, rejected + shared
 
 
 def _read_text(path: Path) -> str:
@@ -158,6 +221,9 @@ async def import_links_file(config: Config, path: Path, stream: TextIO | None = 
                 rejected.append(Rejected(row.line, f"no PBX contact with id {row.contact_id}"))
             else:
                 valid.append(row)
+        existing = [link for vendor in {r.vendor for r in valid} for link in store.links_for(vendor).values()]
+        valid, taken = taken_ids(valid, existing)
+        rejected.extend(taken)
         now = datetime.now(UTC)
         imported = store.save_links(
             Link(r.contact_id, r.vendor.value, r.vendor_id, "imported", 1.0, now) for r in valid

@@ -214,6 +214,10 @@ class LookupRequest:
     email: str = ""
     phones: tuple[str, ...] = ()
     vendor_id: str | None = None  # known identity at this vendor (imported or matched link)
+    # the name's parts as the PBX holds them (detailed form), when known: `name` may be a display string
+    # whose word order depends on the PBX ("Last First")
+    first_name: str = ""
+    last_name: str = ""
 
 
 # --- merge output -------------------------------------------------------------------------------

@@ -346,6 +346,29 @@ class YeastarClient:
                 out[contact.id] = contact
         return out
 
+    async def contact_names(self, ids: Iterable[int]) -> dict[int, tuple[str, str]]:
+        """(first_name, last_name) of `ids` as the PBX holds them (detailed form): the flat form's
+        `contact_name` is a display string whose word order depends on the PBX."""
+        wanted = sorted(set(ids))
+        out: dict[int, tuple[str, str]] = {}
+        for start in range(0, len(wanted), MAX_QUERY_IDS):
+            chunk = wanted[start : start + MAX_QUERY_IDS]
+            body = await self.call(
+                "GET", "company_contact/query", params={"ids": ",".join(str(i) for i in chunk)}
+            )
+            data = body.get("data") or []
+            if not isinstance(data, list):
+                raise MalformedResponse(SERVICE, "company_contact/query: data is not a list")
+            for record in data:
+                try:
+                    out[_int(record["id"])] = (
+                        _text(record.get("first_name")).strip(),
+                        _text(record.get("last_name")).strip(),
+                    )
+                except (KeyError, TypeError, ValueError, AttributeError):
+                    continue
+        return out
+
     async def get_contact(self, contact_id: int) -> Contact | None:
         try:
             body = await self.call("GET", "company_contact/get", params={"id": contact_id})

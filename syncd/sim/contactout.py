@@ -108,6 +108,29 @@ MSG_RATE_LIMIT = (
     "Rate limit reached. Check header retry-after: <time_in_seconds> for when rate limit will reset"
 )
 MSG_NOT_FOUND = "Not Found"
+VALUE_SHAPES = ("arrays", "strings", "objects")
+# The docs' People Enrich example profile, served for every found person under `sample_payload`
+SAMPLE_PROFILE: dict[str, Any] = {
+    "url": "https://www.linkedin.com/in/example-person",
+    "email": ["email1@example.com", "email2@gmail.com"],
+    "work_email": ["email1@example.com"],
+    "personal_email": ["email2@gmail.com"],
+    "phone": ["+1234567891"],
+    "github": ["github_name"],
+    "twitter": ["twitter_username"],
+    "full_name": "Example Person",
+    "headline": "Manager, Business Operations & Marketing at OBM",
+    "industry": "Broadcast Media",
+    "company": {
+        "name": "Legros, Smitham and Kessler",
+        "url": "https://www.linkedin.com/company/legros-smitham-and-kessler",
+        "domain": "legros.com",
+        "logo_url": "https://images.contactout.com/companies/voluptates",
+    },
+    "location": "Bermuda",
+    "profile_picture_url": "https://images.contactout.com/profiles/ca33f14227b1e5d3a1d53b0b5ca36fc8",
+    "updated_at": "2024-01-01 00:00:00",
+}
 
 # endpoint name -> rate-limit class ("general" when absent); see the module docstring
 RATE_CLASS = {
@@ -203,7 +226,14 @@ class ContactOutSimulator:
         faults: Faults | None = None,
         clock: Callable[[], float] = time.monotonic,
         doc_status_codes: bool = True,
+        value_shape: str = "arrays",
+        sample_payload: bool = False,
+        name_order: str = "any",
     ) -> None:
+        if value_shape not in VALUE_SHAPES:
+            raise ValueError(f"value_shape must be one of {VALUE_SHAPES}, not {value_shape!r}")
+        if name_order not in ("any", "given"):
+            raise ValueError(f"name_order must be any or given, not {name_order!r}")
         unknown = set(credits or {}) - set(CREDIT_KINDS)
         if unknown:
             raise ValueError(f"unknown credit kinds: {sorted(unknown)}")
@@ -220,6 +250,15 @@ class ContactOutSimulator:
         self.batch_delay = batch_delay
         self.clock = clock
         self.auth_status, self.input_status = (400, 401) if doc_status_codes else (401, 400)
+        # How a profile's emails and phones are written (People Enrich and Contact Info): "arrays" (the docs'
+        # People Enrich example), "strings" (one lone string each, the way the docs' email-lookup example
+        # answers: `"phone": " +61.438347437"`) or "objects" (emails as `[{"email": ...}]`).
+        self.value_shape = value_shape
+        # A trial or demo key: every found profile is the docs' example profile (still charged).
+        self.sample_payload = sample_payload
+        # "any": name lookups ignore word order; "given": the name must be "First Last" as the person
+        # holds it (`full_name` in that order, or `first_name` + `last_name` each), as a real index would.
+        self.name_order = name_order
         self.denied: set[str] = set()
         self.malformed: set[str] = set()
         self.faults = faults if faults is not None else Faults()
@@ -449,7 +488,7 @@ class ContactOutSimulator:
         self._charge("search")
         self._charge("email", int(email_found))
         self._charge("phone", int(phone_found))
-        return self._ok(endpoint, {"status_code": 200, "profile": profile})
+        return self._ok(endpoint, {"status_code": 200, "profile": self._shaped(profile)})
 
     def _find(self, query: _EnrichQuery) -> list[Person]:
         if self.dataset is None:
@@ -468,6 +507,9 @@ class ContactOutSimulator:
             ids = idx.by_phone.get(e164, []) if e164 else []
         if not ids and query.name:
             persons = [self.dataset.person(cid) for cid in idx.by_name.get(_name_key(query.name), [])]
+            if self.name_order == "given":
+                words = fold_text(query.name).split()
+                persons = [p for p in persons if fold_text(p.full_name).split() == words]
             wanted = {fold_company(c) for c in query.companies} - {""}
             domains = {_domain_of(d) for d in query.domains} - {""}
             exact = {c.strip().casefold() for c in query.companies}
@@ -502,6 +544,24 @@ class ContactOutSimulator:
             "altMatches": [self._summary(p) for p in alternatives],
         }
         return profile, bool(work or personal), bool(phones)
+
+    def _shaped(self, profile: dict[str, Any]) -> dict[str, Any]:
+        """The profile in the switched shape (`value_shape`, `sample_payload`)."""
+        if self.sample_payload:
+            return {**SAMPLE_PROFILE, **({"altMatches": []} if "altMatches" in profile else {})}
+        if self.value_shape == "arrays":
+            return profile
+        out = dict(profile)
+        for key in ("email", "work_email", "personal_email"):
+            values = [v for v in profile.get(key) or [] if isinstance(v, str)]
+            if self.value_shape == "objects":
+                out[key] = [{"email": v} for v in values]
+            else:
+                out[key] = values[0] if values else ""
+        if self.value_shape == "strings":
+            phones = [v for v in profile.get("phone") or [] if isinstance(v, str)]
+            out["phone"] = _dotted(phones[0]) if phones else ""
+        return out
 
     def _details(self, person: Person) -> dict[str, Any]:
         seed = self.dataset.contact(person.contact_id - 1) if self.dataset is not None else None
@@ -600,7 +660,7 @@ class ContactOutSimulator:
             "phone": phones,
             "github": [],
         }
-        return self._ok(endpoint, {"status_code": 200, "profile": profile})
+        return self._ok(endpoint, {"status_code": 200, "profile": self._shaped(profile)})
 
     async def _profiles_param(self, request: Request, limit: int) -> tuple[dict[str, Any], list[str]]:
         body = await self._json(request)
@@ -784,6 +844,15 @@ class ContactOutSimulator:
             "usage": usage,
         }
         return self._ok(endpoint, body)
+
+
+def _dotted(number: str) -> str:
+    """' +61.438347437': a number the way the docs' email-lookup example writes it (garbage as it is)."""
+    try:
+        parsed = phonenumbers.parse(number, None)
+    except phonenumbers.NumberParseException:
+        return number
+    return f" +{parsed.country_code}.{parsed.national_number}"
 
 
 def _name_key(name: str) -> tuple[str, ...]:

@@ -532,11 +532,30 @@ class Dataset:
             return cid
         return None
 
-    def links(self) -> Iterator[tuple[int, str, str]]:
-        """(pbx_contact_id, vendor, vendor_id) rows an operator would import with `links import`."""
+    def links(self, *, conflicts: bool = False) -> Iterator[tuple[int, str, str]]:
+        """(pbx_contact_id, vendor, vendor_id) rows an operator would import with `links import`.
+
+        `conflicts`: the file as operators really keep it, with two mistakes (see `conflicting_links`)."""
+        wrong, shared = self.conflicting_links() if conflicts else ({}, {})
         for cid in range(1, self.size + 1):
             route = self.route(cid)
             if route is Route.insideview:
-                yield cid, "insideview", str(INSIDEVIEW_ID_BASE + cid)
+                if cid not in wrong:
+                    yield cid, "insideview", str(INSIDEVIEW_ID_BASE + cid)
             elif route is Route.leadfeeder:
                 yield cid, "leadfeeder", str(LEADFEEDER_ID_BASE + cid)
+            for mistakes in (wrong, shared):
+                for owner, other in mistakes.items():
+                    if other == cid:
+                        yield cid, "insideview", str(INSIDEVIEW_ID_BASE + owner)
+
+    def conflicting_links(self) -> tuple[dict[int, int], dict[int, int]]:
+        """Two mistakes of a hand-kept links file, as {InsideView person's contact: contact given its id}:
+        - wrong: a contact given another person's InsideView id (that person's own row is missing): the
+          import cannot tell it from a right one, so the run meets InsideView's answer naming someone else;
+        - shared: a contact given the id of a person whose own row is in the file too."""
+        owners = [c for c in range(1, self.size + 1) if self.route(c) is Route.insideview][:2]
+        others = [c for c in range(1, self.size + 1) if self.route(c) is not Route.insideview][:2]
+        if len(owners) < 2 or len(others) < 2:
+            return {}, {}
+        return {owners[0]: others[0]}, {owners[1]: others[1]}

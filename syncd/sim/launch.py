@@ -154,11 +154,12 @@ class Simulators:
             handle.write(self.config_text(state_url, extra=extra, interval=interval))
         return path
 
-    def write_links(self, path: Path) -> Path:
-        """The identities an operator would import: InsideView and Leadfeeder ids of the seeded people."""
+    def write_links(self, path: Path, *, conflicts: bool = False) -> Path:
+        """The identities an operator would import: InsideView and Leadfeeder ids of the seeded people
+        (`conflicts`: with a wrong and a shared id, see `Dataset.conflicting_links`)."""
         with path.open("w", encoding="utf-8") as handle:
             handle.write("pbx_contact_id,vendor,vendor_id\n")
-            for cid, vendor, vendor_id in self.dataset.links():
+            for cid, vendor, vendor_id in self.dataset.links(conflicts=conflicts):
                 if vendor in self.vendors:
                     handle.write(f"{cid},{vendor},{vendor_id}\n")
         return path

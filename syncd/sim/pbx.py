@@ -174,7 +174,12 @@ class PbxSimulator:
         clock: Callable[[], float] = time.monotonic,
         firmware_job_title: bool = False,
         max_contacts: int = 500_000,
+        contact_name_order: str = "first_last",
     ) -> None:
+        if contact_name_order not in ("first_last", "last_first"):
+            raise ValueError(
+                f"contact_name_order must be first_last or last_first, not {contact_name_order!r}"
+            )
         self.client_id = client_id
         self.client_secret = client_secret
         self.token_lifetime = token_lifetime
@@ -186,6 +191,9 @@ class PbxSimulator:
         # Newer firmware adds `job_title` to the contact (flat and detailed forms, create and update).
         # Without it, a `job_title` sent in create/update is ignored like any unknown key (UNCONFIRMED).
         self.firmware_job_title = firmware_job_title
+        # The flat form's `contact_name`: nothing documents its word order, so either reading is served
+        # ("Jay Prichett", or "Prichett Jay" as some PBXs render it); the detailed form is unaffected.
+        self.contact_name_order = contact_name_order
         self.max_contacts = max_contacts  # P570 / large Software edition: 500,000 company contacts
         self.faults = faults or Faults()
         self.calls: Counter[str] = Counter()  # every request that reached the app, by endpoint name
@@ -339,7 +347,11 @@ class PbxSimulator:
     def _flat_bytes(self, cid: int, r: _Rec) -> bytes:
         d: dict[str, Any] = {
             "id": cid,
-            "contact_name": _contact_name(r),
+            "contact_name": (
+                f"{r.last_name} {r.first_name}"
+                if self.contact_name_order == "last_first" and r.first_name and r.last_name
+                else _contact_name(r)
+            ),
             "company": r.company,
             "email": r.email,
             "phonebook_list": [{"id": p, "name": self._phonebooks[p].name} for p in r.phonebooks],

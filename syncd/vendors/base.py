@@ -19,6 +19,7 @@ from typing import Protocol, runtime_checkable
 
 from syncd.logs import get_logger
 from syncd.model import EnrichmentResult, LookupRequest, Outcome, Vendor
+from syncd.vendors.matching import IDENTITY_MISMATCH, linked_identity
 
 log = get_logger("syncd.vendors")
 
@@ -75,3 +76,51 @@ def error_result(
 def log_rejected_value(vendor: Vendor, field: str, reason: str, **ids: object) -> None:
     """A vendor value that fails validation is dropped; the value itself stays out of the log."""
     log.info("vendor.value_rejected", vendor=vendor.value, field=field, reason=reason, **ids)
+
+
+def check_identities(
+    requests: Sequence[LookupRequest], results: Sequence[EnrichmentResult]
+) -> list[EnrichmentResult]:
+    """Refuse every answer looked up by a linked vendor id whose person is not the contact's.
+
+    The one identity check of linked answers, for every provider: a found result for a request with a
+    `vendor_id` is kept only when `matching.linked_identity` accepts the vendor's name for the contact's.
+    Otherwise it becomes `Outcome.not_found` with `error` "identity mismatch: ...", no data and its credits
+    (paid all the same), and a `vendor.identity_mismatch` event names both sides; nothing is written for
+    that contact from that answer, and the ledger caches the refusal like a "not found" (asked again after
+    `retry_not_found_after`, or at once when the link changes). Matched answers (no `vendor_id` in the
+    request) were judged by `matching.accept_match` already and pass through.
+    """
+    by_id = {r.contact_id: r for r in requests}
+    out: list[EnrichmentResult] = []
+    for result in results:
+        request = by_id.get(result.contact_id)
+        if request is None or not request.vendor_id or result.outcome is not Outcome.found:
+            out.append(result)
+            continue
+        decision = linked_identity(request.name, result.full_name)
+        if decision.accepted:
+            out.append(result)
+            continue
+        log.warning(
+            "vendor.identity_mismatch",
+            vendor=result.vendor.value,
+            contact_id=result.contact_id,
+            vendor_id=request.vendor_id,
+            contact_name=request.name,
+            vendor_name=result.full_name,
+        )
+        out.append(
+            EnrichmentResult(
+                vendor=result.vendor,
+                contact_id=result.contact_id,
+                outcome=Outcome.not_found,
+                fetched_at=result.fetched_at,
+                full_name=result.full_name,
+                company=result.company,
+                vendor_id=result.vendor_id,
+                credits=result.credits,
+                error=f"{IDENTITY_MISMATCH}: the {result.vendor.value} record is not the contact's person",
+            )
+        )
+    return out

@@ -85,7 +85,7 @@ from syncd.model import (
 )
 from syncd.normalize import clean_email, email_key, fold_company, fold_text, to_e164
 from syncd.vendors import matching
-from syncd.vendors.base import error_result, log_rejected_value, result_template
+from syncd.vendors.base import check_identities, error_result, log_rejected_value, result_template
 from syncd.vendors.matching import accept_match
 
 log = get_logger("syncd.vendors.contactout")
@@ -135,6 +135,16 @@ _PHONE_KINDS = {
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def with_names(request: LookupRequest, names: Mapping[int, tuple[str, str]]) -> LookupRequest:
+    """The request with the contact's first and last name, when the PBX holds both (its `name` becomes
+    "First Last" too, so the profile is judged against the name the PBX holds, in its own order)."""
+    first, last = names.get(request.contact_id, ("", ""))
+    if not (first.strip() and last.strip()):
+        return request
+    first, last = first.strip(), last.strip()
+    return dataclasses.replace(request, first_name=first, last_name=last, name=f"{first} {last}")
 
 
 def linkedin_url_of(request: LookupRequest) -> str | None:
@@ -239,6 +249,8 @@ class _Values:
 
 
 Unit = Callable[[_Run], Awaitable[dict[int, EnrichmentResult]]]
+# contact ids -> (first_name, last_name) as the PBX holds them (its detailed form)
+NameSource = Callable[[Sequence[int]], Awaitable[Mapping[int, tuple[str, str]]]]
 
 
 class ContactOutProvider:
@@ -264,6 +276,7 @@ class ContactOutProvider:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         poll_interval: float = 0.25,
         poll_timeout: float = 600.0,
+        name_source: NameSource | None = None,
     ) -> None:
         if batch_mode not in ("auto", "v1", "v2", "single"):
             raise ValueError(f"batch_mode must be auto, v1, v2 or single, not {batch_mode!r}")
@@ -285,6 +298,9 @@ class ContactOutProvider:
         # set by AuthError / OutOfCredits: no further call is made for the provider's life
         self._stopped: ServiceError | None = None
         self._verify_off = False
+        # where first and last names come from (the engine sets the PBX's detailed form); without one,
+        # or for a contact it does not know, the request's name is sent as `full_name`
+        self.name_source = name_source
 
     @property
     def client(self) -> ServiceClient:
@@ -338,6 +354,13 @@ class ContactOutProvider:
                 results[pos] = self._error(request, fetched_at, "needs a full name and a company to match")
             else:
                 units.append(([pos], self._match_unit(pos, request, fetched_at)))
+        if units and self.name_source is not None:
+            names = await self._names([requests[pos] for positions, _ in units for pos in positions])
+            units = [
+                ([pos], self._match_unit(pos, with_names(requests[pos], names), fetched_at))
+                for positions, _ in units
+                for pos in positions
+            ]
         units[:0] = self._refresh_units(requests, by_url, fetched_at)
         run = _Run()
         answers = await asyncio.gather(*(self._guarded(run, unit) for _, unit in units))
@@ -362,6 +385,7 @@ class ContactOutProvider:
                 )
         done = [r for r in results if r is not None]
         assert len(done) == len(requests), "every request gets a result"
+        done = check_identities(requests, done)
         if self._verify and not self._verify_off:
             done = await self._verify_results(done)
         return done
@@ -375,6 +399,15 @@ class ContactOutProvider:
         if not isinstance(usage, dict):
             raise MalformedResponse(self.service, "HTTP 200: no `usage` object in the stats", status=200)
         return {k: v for k, v in usage.items() if isinstance(v, int) and not isinstance(v, bool)}
+
+    async def _names(self, requests: Sequence[LookupRequest]) -> Mapping[int, tuple[str, str]]:
+        assert self.name_source is not None
+        try:
+            return await self.name_source([r.contact_id for r in requests])
+        except ServiceError as exc:
+            # the PBX's detailed form is a refinement: without it the display name is sent as before
+            log.warning("vendor.names_unavailable", vendor=self.vendor.value, error=type(exc).__name__)
+            return {}
 
     # --- plumbing ---------------------------------------------------------------------------
     def _raise_if_stopped(self) -> None:
@@ -417,6 +450,13 @@ class ContactOutProvider:
         body = json_body(response, self.service)
         if not isinstance(body, dict):
             raise MalformedResponse(self.service, f"{method} {path}: the body is not an object", status=200)
+        if is_sample(body):
+            raise SampleData(
+                self.service,
+                f"{path} answered with the API docs' sample data (a trial or demo key?): nothing was stored; "
+                "use a production API key",
+                status=200,
+            )
         return body
 
     async def _guarded(self, run: _Run, unit: Unit) -> dict[int, EnrichmentResult] | ServiceError:
@@ -510,7 +550,14 @@ class ContactOutProvider:
     def _attempts(self, request: LookupRequest) -> list[tuple[str, dict[str, Any]]]:
         """One People Enrich query with every identifier the contact has (the API uses the strongest
         that finds someone), then name + company alone in case that profile is someone else's."""
-        by_name = {"full_name": request.name.strip(), "company": [request.company.strip()]}
+        by_name: dict[str, Any] = {"full_name": request.name.strip(), "company": [request.company.strip()]}
+        if request.first_name and request.last_name:
+            # as the PBX holds them: the display name's word order depends on the PBX
+            by_name = {
+                "first_name": request.first_name,
+                "last_name": request.last_name,
+                "company": [request.company.strip()],
+            }
         combined: dict[str, Any] = dict(by_name)
         kinds: list[str] = []
         email = clean_email(request.email)
@@ -901,13 +948,81 @@ def _text(value: object) -> str | None:
     return (value.strip() or None) if isinstance(value, str) else None
 
 
+_VALUE_KEYS = ("email", "phone", "number", "value")
+
+
 def _strings(value: object) -> list[str]:
-    """A list of strings from an array field (a lone string counts as one; anything else is empty)."""
-    if isinstance(value, str):
-        return [value] if value.strip() else []
-    if isinstance(value, list):
-        return [v for v in value if isinstance(v, str) and v.strip()]
-    return []
+    """The values of an array field as ContactOut writes them: an array of strings, a lone string (the
+    email-lookup endpoint's `"phone": " +61.438347437"`), or objects holding the value under `email`
+    (`[{"email": "a@b.c"}]`; `phone` / `number` / `value` likewise). Anything else is empty."""
+    items = value if isinstance(value, list) else [value]
+    out: list[str] = []
+    for item in items:
+        text = item
+        if isinstance(item, dict):
+            text = next((item[k] for k in _VALUE_KEYS if isinstance(item.get(k), str)), None)
+        if isinstance(text, str) and text.strip():
+            out.append(text.strip())
+    return out
+
+
+# --- sample payloads --------------------------------------------------------------------------------
+# A trial or demo key answers with the docs' example data instead of the person asked about. Markers: values
+# of the docs' examples that no real profile carries together (one alone could be a coincidence).
+_SAMPLE_VALUES = frozenset(
+    {
+        "example person",
+        "https://www.linkedin.com/in/example-person",
+        "legros, smitham and kessler",
+        "+1234567891",
+        "+123456789",
+        "phone number 1",
+        "email1@example.com",
+        "email2@gmail.com",
+        "test@gmail.com",
+        "work-email@obm-international.com",
+        "0getfisher@gmail.com",
+        "github_name",
+        "twitter_username",
+    }
+)
+_SAMPLE_FRAGMENTS = ("ca33f14227b1e5d3a1d53b0b5ca36fc8", "contactout.com/companies/voluptates")
+_RESERVED_EMAIL = re.compile(r"@(?:[a-z0-9-]+\.)*example\.(?:com|net|org)$", re.IGNORECASE)
+_MAX_SCANNED = 5000
+
+
+def sample_markers(body: object) -> set[str]:
+    """The docs'-example values found in an answer (strings only, the first `_MAX_SCANNED` looked at)."""
+    found: set[str] = set()
+    stack: list[object] = [body]
+    scanned = 0
+    while stack and scanned < _MAX_SCANNED:
+        item = stack.pop()
+        scanned += 1
+        if isinstance(item, dict):
+            stack.extend(item.keys())
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+        elif isinstance(item, str):
+            text = item.strip().lower()
+            if text in _SAMPLE_VALUES:
+                found.add(text)
+            if "|" in text and "verified" in text:
+                found.add("status template")  # "Verified | Unverified": the docs' placeholder
+            if _RESERVED_EMAIL.search(text):
+                found.add("reserved example domain")
+            found.update(f for f in _SAMPLE_FRAGMENTS if f in text)
+    return found
+
+
+def is_sample(body: object) -> bool:
+    """An answer built from the docs' example data (two markers or more): never stored as data."""
+    return len(sample_markers(body)) >= 2
+
+
+class SampleData(AuthError):
+    """ContactOut answered with sample data (a trial or demo key): the provider stops, nothing is stored."""
 
 
 def _slug(url: str) -> str:

@@ -66,7 +66,7 @@ from syncd.model import (
     Vendor,
 )
 from syncd.normalize import clean_email, to_e164
-from syncd.vendors.base import error_result, log_rejected_value
+from syncd.vendors.base import check_identities, error_result, log_rejected_value
 
 log = get_logger("syncd.vendors.insideview")
 
@@ -414,7 +414,7 @@ class InsideViewProvider:
             credits = 0 if vid in charged else answer.credits  # one purchase, however many contacts share it
             charged.add(vid)
             results.append(self._result(request, answer, credits, now))
-        return results
+        return check_identities(requests, results)
 
     # --- results ----------------------------------------------------------------------------
     def _error(

@@ -44,7 +44,7 @@ from syncd.model import (
     Vendor,
 )
 from syncd.normalize import clean_email, email_key, to_e164
-from syncd.vendors.base import error_result, log_rejected_value, result_template
+from syncd.vendors.base import check_identities, error_result, log_rejected_value, result_template
 
 log = get_logger("syncd.vendors.leadfeeder")
 
@@ -177,7 +177,7 @@ class LeadfeederProvider:
                 )
         done = [r for r in results if r is not None]
         assert len(done) == len(requests), "every request gets a result"
-        return done
+        return check_identities(requests, done)
 
     # --- one call ---------------------------------------------------------------------------
     async def _fetch(self, batch: list[str], fetched_at: datetime) -> dict[str, tuple[EnrichmentResult, int]]:

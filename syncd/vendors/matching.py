@@ -88,3 +88,32 @@ def accept_match(
     if alt_matches > 0:
         return MatchDecision(False, round(score / (1 + alt_matches), 4), AMBIGUOUS)
     return MatchDecision(True, score, ACCEPTED)
+
+
+IDENTITY_MISMATCH = "identity mismatch"
+
+
+def linked_identity(pbx_name: str, vendor_name: str | None) -> MatchDecision:
+    """Is the person a vendor answered about, by an id linked to the contact, the contact's person?
+
+    The name rule of `accept_match` (same words in order, rotated, or with other word breaks, case, accents
+    and punctuation aside), without its company rule: the link, not the name, identifies the person, and
+    people change companies. The check only catches someone else's record behind the link (a wrong or
+    stale imported id), so a name that is one side's subset ("Mary Smith" / "Mary Ann Smith", a contact
+    named "Smith" alone) agrees too. Refused (NAME_MISMATCH) only when the two names share no such
+    agreement; accepted as NO_PROFILE_NAME when the vendor named no one or the contact has no name (nothing
+    to compare: the answer stands on the link).
+    """
+    pbx_words = fold_text(pbx_name).split()
+    vendor_words = fold_text(vendor_name).split()
+    if not vendor_words or not pbx_words:
+        return MatchDecision(True, 0.5, NO_PROFILE_NAME)
+    score = _name_score(pbx_words, vendor_words)
+    if score > 0.0:
+        return MatchDecision(True, score, ACCEPTED)
+    a, b = set(pbx_words), set(vendor_words)
+    if a <= b or b <= a:
+        return MatchDecision(True, 0.9, PARTIAL_NAME if min(len(a), len(b)) > 1 else SINGLE_NAME)
+    if "".join(pbx_words) == "".join(vendor_words):
+        return MatchDecision(True, _SOFT_STEP, ACCEPTED)
+    return MatchDecision(False, 0.0, NAME_MISMATCH)

@@ -300,7 +300,8 @@ async def test_garbage_values_are_dropped(caplog: pytest.LogCaptureFixture) -> N
     sim = simulator(dataset)
     with all_logs(caplog) as events:
         async with serving(sim) as provider:
-            results = await provider.lookup([LookupRequest(c, "x", "y", vendor_id=lf_id(c)) for c in garbage])
+            reqs = [LookupRequest(c, dataset.person(c).full_name, "y", vendor_id=lf_id(c)) for c in garbage]
+            results = await provider.lookup(reqs)
     for cid, result in zip(garbage, results, strict=True):
         assert result.outcome is Outcome.found
         assert result.emails == ()
