@@ -176,10 +176,7 @@ class PbxSimulator:
         max_contacts: int = 500_000,
         contact_name_order: str = "first_last",
     ) -> None:
-        if contact_name_order not in ("first_last", "last_first"):
-            raise ValueError(
-                f"contact_name_order must be first_last or last_first, not {contact_name_order!r}"
-            )
+        self._check_name_order(contact_name_order)
         self.client_id = client_id
         self.client_secret = client_secret
         self.token_lifetime = token_lifetime
@@ -193,7 +190,7 @@ class PbxSimulator:
         self.firmware_job_title = firmware_job_title
         # The flat form's `contact_name`: nothing documents its word order, so either reading is served
         # ("Jay Prichett", or "Prichett Jay" as some PBXs render it); the detailed form is unaffected.
-        self.contact_name_order = contact_name_order
+        self._name_order = contact_name_order
         self.max_contacts = max_contacts  # P570 / large Software edition: 500,000 company contacts
         self.faults = faults or Faults()
         self.calls: Counter[str] = Counter()  # every request that reached the app, by endpoint name
@@ -344,12 +341,30 @@ class PbxSimulator:
         self._put(cid, rec)
         return cid
 
+    @staticmethod
+    def _check_name_order(order: str) -> None:
+        if order not in ("first_last", "last_first"):
+            raise ValueError(f"contact_name_order must be first_last or last_first, not {order!r}")
+
+    @property
+    def contact_name_order(self) -> str:
+        return self._name_order
+
+    @contact_name_order.setter
+    def contact_name_order(self, order: str) -> None:
+        """Switch the flat form's word order; every contact's cached flat form is rendered again."""
+        self._check_name_order(order)
+        with self._lock:
+            self._name_order = order
+            for cid, rec in self._recs.items():
+                self._flat[cid] = self._flat_bytes(cid, rec)
+
     def _flat_bytes(self, cid: int, r: _Rec) -> bytes:
         d: dict[str, Any] = {
             "id": cid,
             "contact_name": (
                 f"{r.last_name} {r.first_name}"
-                if self.contact_name_order == "last_first" and r.first_name and r.last_name
+                if self._name_order == "last_first" and r.first_name and r.last_name
                 else _contact_name(r)
             ),
             "company": r.company,
