@@ -65,7 +65,8 @@ def run_demo(
             store = StateStore.open(state_url)
             try:
                 changes = store.history()
-                credits = store.credits_for_month(store.recent_runs(1)[0].started_at.strftime("%Y-%m"))
+                last_run = store.recent_runs(1)[0]
+                credits = store.credits_for_month(last_run.started_at.strftime("%Y-%m"))
             finally:
                 store.close()
             out.write(f"\n{len(changes)} field changes were written to the PBX simulator. A few of them:\n")
@@ -85,6 +86,17 @@ def run_demo(
                 + (", ".join(f"{k} {v}" for k, v in sorted(credits.items())) or "none")
                 + "\n"
             )
+            mismatches = {
+                vendor: tally["identity_mismatches"]
+                for vendor, tally in (last_run.counts.get("vendors") or {}).items()
+                if isinstance(tally, dict) and tally.get("identity_mismatches")
+            }
+            if mismatches:
+                out.write(
+                    "  identity mismatches refused (a linked id that names someone else; nothing written): "
+                    + ", ".join(f"{k} {v}" for k, v in sorted(mismatches.items()))
+                    + "\n"
+                )
             out.write("\nA second run finds nothing to buy and nothing to write:\n")
             out.flush()
             calls_before = sum(
