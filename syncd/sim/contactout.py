@@ -44,7 +44,7 @@ Where the docs are silent, the simulator assumes (the provider copes with each):
   per person (`contact_info`): a work email for 95%, a personal one for 60%, the mobile for 80% and the
   direct line for 40%; phones are written E.164 or in international notation ("+1 415-555-0134").
   Garbage persons answer `n/a` as their email and `not-a-number` as their phone (charged all the same);
-- name lookups ignore word order and compare companies with `fold_company`; the sim knows no locations or
+- name lookups ignore word order (unless `name_order="given"`) and compare companies with `fold_company`; the sim knows no locations or
   schools, so a name with only `location` / `education` is not found. Same name + company for several
   persons (common in large datasets): the best profile (an exact company spelling first, then the lowest
   contact id) is returned and the others are listed in `altMatches`;
@@ -61,7 +61,11 @@ Where the docs are silent, the simulator assumes (the provider copes with each):
 
 Knobs a test may change while the server runs (plain attributes): `denied` (endpoint names answering 403
 no access), `malformed` (endpoint names whose 200 answers are cut-off JSON, still charged), `credits`
-(balances), `faults` (the shared middleware). `calls` counts requests per endpoint name and per answered
+(balances), `faults` (the shared middleware), and the readings of what the docs leave open:
+`value_shape` ("arrays" as the People Enrich example, "strings" as the email-lookup example with phones
+written " +61.438347437", "objects" with emails as `{"email": ...}`), `sample_payload` (a trial key: every
+found profile is the docs' example profile) and `name_order` ("any" word order, or "given": the name must
+be the person's "First Last" in that order, as `full_name` or `first_name` + `last_name`). `calls` counts requests per endpoint name and per answered
 status ("status_200", "status_429", …); `charged` counts credits per kind.
 """
 

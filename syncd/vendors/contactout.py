@@ -3,8 +3,11 @@
 The token travels in the `token` header only (never in a URL) and is registered with the log redactor.
 
 Identity matching (a request without `vendor_id`): ONE `POST /v1/people/enrich` with every identifier
-the contact has: its email (if valid), its most person-like phone (a mobile before a switchboard) and full
-name + company; the API answers with the profile the strongest identifier finds. The profile is accepted
+the contact has: its email (if valid), its most person-like phone (a mobile before a switchboard) and its
+name + company. The name is `first_name` + `last_name` as the PBX holds them (`name_source`, which the
+engine points at the PBX's detailed form: one query per lookup), never the flat form's display name, whose
+word order depends on the PBX ("Last First" on some); only a contact the PBX gives no first and last name
+for is asked by `full_name`; the API answers with the profile the strongest identifier finds. The profile is accepted
 only by `syncd.vendors.matching.accept_match` (full name and company agree, no `altMatches`). Should the
 email or phone have found someone else (a shared inbox, a switchboard), name + company alone is asked
 once more. A 404 ends the search (every identifier was in the query). Accepted -> `Outcome.found`,
@@ -25,6 +28,15 @@ Refresh of known people (`vendor_id` = a LinkedIn profile URL), by `batch_mode`:
   ?include_phone=true` each; "v2" / "single" force either; "v1" -> `POST /v1/people/linkedin/batch` (at most
   30 per call; emails only, untyped: `EmailKind.unknown`, no phones).
   An empty answer (no email, no phone) is `Outcome.not_found`; so is a 404.
+
+Linked answers (a known LinkedIn URL) pass `vendors.base.check_identities` like every vendor's; Contact
+Info answers carry no name, so for them the link alone stands.
+
+Values arrive as arrays of strings, as lone strings (the email-lookup shape: `"phone": " +61.438347437"`)
+or, for emails, as objects with an `email` key: all are read (`_strings`). An answer made of the API docs'
+example data (two or more of its tell-tale values: "Example Person", `email1@example.com`, "Verified |
+Unverified", the sample picture hash, ...; what a trial or demo key returns) raises `SampleData` (an
+`AuthError`): nothing of it is stored and the provider makes no further call.
 
 Mapping: title from `headline` with a trailing " at <company>" removed; company from `company.name`;
 `work_email` -> `EmailKind.work` with `verification` from `work_email_status` ("Verified" -> "verified",
