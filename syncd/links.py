@@ -5,7 +5,7 @@ are imported; the exit status is 1 when any row was rejected. Ids the store has 
 first sync) are checked against the PBX itself.
 
 A vendor identity belongs to one person: a row giving a contact a vendor id that the store already links
-(imported or matched) to another contact is rejected, and that existing link stands; rows of the file that
+(imported or matched) to another live contact is rejected, and that existing link stands; rows of the file that
 give one vendor id to two or more contacts are all rejected (the file cannot say which is right). Ids are
 compared as the vendor means them: InsideView ids as numbers, Leadfeeder ids as written, LinkedIn URLs by
 their profile slug (case, scheme, host and trailing slash aside).
@@ -221,7 +221,14 @@ async def import_links_file(config: Config, path: Path, stream: TextIO | None = 
                 rejected.append(Rejected(row.line, f"no PBX contact with id {row.contact_id}"))
             else:
                 valid.append(row)
-        existing = [link for vendor in {r.vendor for r in valid} for link in store.links_for(vendor).values()]
+        # a deleted contact's link no longer holds its id: the person may be back under a new contact id
+        gone = store.tombstoned_ids()
+        existing = [
+            link
+            for vendor in {r.vendor for r in valid}
+            for link in store.links_for(vendor).values()
+            if link.contact_id not in gone
+        ]
         valid, taken = taken_ids(valid, existing)
         rejected.extend(taken)
         now = datetime.now(UTC)

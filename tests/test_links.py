@@ -132,6 +132,21 @@ def test_importing_another_contacts_id_is_refused_with_its_line_and_the_first_li
     }
 
 
+def test_a_deleted_contacts_link_does_not_keep_its_id_from_the_persons_new_contact(env: Env) -> None:
+    first = env.dir / "first.csv"
+    first.write_text(HEADER + f"3,insideview,{INSIDEVIEW_ID_BASE + 3}\n")
+    assert env.cli("links", "import", str(first)).code == 0
+    assert env.sync().code == 0
+    env.pbx.delete_contact(3)
+    assert env.sync().code == 0  # contact 3 is a tombstone now
+    again = env.dir / "again.csv"
+    again.write_text(HEADER + f"4,insideview,{INSIDEVIEW_ID_BASE + 3}\n")
+    result = env.cli("links", "import", str(again))
+    assert result.code == 0, result.err
+    with env.store() as store:
+        assert store.links_for("insideview")[(4, "insideview")].vendor_id == str(INSIDEVIEW_ID_BASE + 3)
+
+
 def test_the_demo_links_file_holds_a_shared_id_and_a_wrong_id() -> None:
     dataset = Dataset(300, seed=42)
     clean = list(dataset.links())
