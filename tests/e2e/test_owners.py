@@ -133,3 +133,36 @@ def test_every_change_event_carries_the_id_of_its_history_row(env: Env) -> None:
         assert e["run_id"] == row["run_id"]
     with env.store() as store:
         assert store.unlogged_changes() == []
+
+
+def test_changes_a_crash_left_unlogged_are_logged_by_the_next_run_with_their_ids(env: Env) -> None:
+    from sqlalchemy import update
+
+    from syncd.store.schema import change_log
+
+    env.import_links()
+    first = env.sync()
+    assert first.code == 0, first.err
+    events = {e["change_id"]: e for e in first.event("contact.changed")}
+    lost = sorted(events)[-5:]
+    # what a kill between committing the changes and writing their events leaves behind
+    with env.store() as store, store.engine.begin() as conn:
+        conn.execute(update(change_log).where(change_log.c.id.in_(lost)).values(logged_at=None))
+    with env.store() as store:
+        assert [r.id for r in store.unlogged_changes()] == lost
+
+    again = env.sync()
+    assert again.code == 0, again.err
+    replayed = again.event("contact.changed")
+    assert [e["change_id"] for e in replayed] == lost
+    for e in replayed:
+        assert e["replayed"] is True
+        original = events[e["change_id"]]
+        assert {k: e[k] for k in ("run_id", "contact_id", "field", "old", "new", "source")} == {
+            k: original[k] for k in ("run_id", "contact_id", "field", "old", "new", "source")
+        }
+    [note] = again.event("changes.replayed")
+    assert note["count"] == len(lost)
+    with env.store() as store:
+        assert store.unlogged_changes() == []
+    assert env.sync().event("contact.changed") == []
