@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import io
 from collections import Counter
+from datetime import UTC, datetime
 
 from tests.e2e.harness import Env, EnvFactory
 
@@ -166,3 +168,30 @@ def test_changes_a_crash_left_unlogged_are_logged_by_the_next_run_with_their_ids
     with env.store() as store:
         assert store.unlogged_changes() == []
     assert env.sync().event("contact.changed") == []
+
+
+class Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_owners_on_a_terminal_is_a_table_and_a_bad_field_is_a_usage_error(env: Env) -> None:
+    from syncd.config import load_config
+    from syncd.owners import show_owners
+
+    env.import_links()
+    assert env.sync().code == 0
+    with env.store() as store:
+        [first, *_] = store.owners()
+        store.mark_person_owned(first.contact_id, [first.field], datetime.now(UTC))
+    out = Terminal()
+    assert show_owners(load_config(env.config), stream=out) == 0
+    text = out.getvalue()
+    assert "person" in text and "syncd" in text and "person-owned" in text
+    bad = env.cli("owners", "reset", "--field", "fax")
+    assert bad.code == 2
+    assert "not a managed field" in bad.err and "business_fax" in bad.err
+    with env.store() as store:
+        assert {
+            o.owner for o in store.owners() if (o.contact_id, o.field) == (first.contact_id, first.field)
+        } == {"person"}
