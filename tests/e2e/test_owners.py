@@ -36,6 +36,8 @@ def test_a_restored_pbx_stops_the_run_and_owners_reset_is_the_way_out(make_env: 
     env.pbx.restore(backup)
     restored = env.phonebook()
     assert restored != synced
+    dry = env.sync("--dry-run")  # the plan says so too, before anyone runs it for real
+    assert dry.code == 1 and "syncd owners reset" in dry.err, dry.err
     refused = env.sync()
     assert refused.code == 1, refused.err
     assert "restored" in refused.err and "bulk import" in refused.err
