@@ -107,6 +107,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="one JSON object a line")
     p.add_argument("--limit", type=_int_in(1, MAX_ID), metavar="N", help="at most N changes (newest last)")
 
+    p = sub.add_parser("owners", help="who owns each managed field: a person or syncd, since when")
+    _common(p, suppress=True)
+    p.add_argument("--contact", type=_int_in(1, MAX_ID), metavar="ID", help="only this PBX contact")
+    p.add_argument("--json", action="store_true", help="one JSON object a line")
+    owners_sub = p.add_subparsers(dest="owners_command", metavar="ACTION", parser_class=_Parser)
+    reset = owners_sub.add_parser("reset", help="give person-owned fields back to syncd (kept in history)")
+    _common(reset, suppress=True)
+    reset.add_argument(
+        "--contact",
+        type=_int_in(1, MAX_ID),
+        metavar="ID",
+        default=argparse.SUPPRESS,  # keeps an `owners --contact ID reset`
+        help="only this PBX contact",
+    )
+    reset.add_argument("--field", metavar="F", help="only this field (email, title or a number slot)")
+
     p = sub.add_parser("links", help="vendor identity links")
     _common(p, suppress=True)
     links_sub = p.add_subparsers(dest="links_command", metavar="ACTION", parser_class=_Parser, required=True)
@@ -202,6 +218,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         return show_history(
             config, contact=args.contact, since=args.since, as_json=args.json, limit=args.limit
         )
+    if args.command == "owners":
+        from syncd.owners import reset_owners, show_owners
+
+        if args.owners_command == "reset":
+            return reset_owners(config, contact=args.contact, field=args.field)
+        return show_owners(config, contact=args.contact, as_json=args.json)
     if args.command == "links":
         from syncd.links import import_links_file
 

@@ -432,6 +432,10 @@ class SyncConfig(_Section):
         0.5, gt=0, le=1, allow_inf_nan=False, json_schema_extra=_expect("a number > 0 and ≤ 1")
     )
     mass_loss_min_known: int = Field(20, ge=0, json_schema_extra=_expect("an integer ≥ 0"))
+    takeover_ratio: float = Field(
+        0.5, gt=0, le=1, allow_inf_nan=False, json_schema_extra=_expect("a number > 0 and ≤ 1")
+    )
+    takeover_min_fields: int = Field(20, ge=0, json_schema_extra=_expect("an integer ≥ 0"))
     number_format: NumberFormat = Field(
         NumberFormat.e164, strict=False, json_schema_extra=_expect('"e164", "international" or "national"')
     )

@@ -39,10 +39,11 @@ from syncd.errors import (
 from syncd.logs import get_logger
 from syncd.merge import MergeResult, MergeSettings, apply_update, merge
 from syncd.model import Contact, ContactUpdate, FieldChange, Vendor
+from syncd.owners import check_takeover, log_change, log_unlogged, taken_from_syncd, takeover_notes
 from syncd.pbx.client import PbxToken, YeastarClient
 from syncd.pbx.errors import PbxAuthError, PbxError, PbxRejected
 from syncd.pull import PullResult, phonebook_filter, pull_contacts
-from syncd.store import FieldState, JournalEntry, StateStore, TokenRecord
+from syncd.store import FieldState, JournalEntry, OwnershipNote, StateStore, TokenRecord
 from syncd.vendors.base import Provider
 from syncd.vendors.contactout import ContactOutProvider
 
@@ -221,6 +222,7 @@ class SyncEngine:
         error: str | None = None
         try:
             if not self.dry_run:
+                log_unlogged(self.store, self.clock())  # change events a killed run never wrote
                 await self._resume_journal(pbx, run_id, summary)
             pulled = await self._pull(pbx, summary)
             # an unchanged contact's base is the contact itself (equal hashes): load only the changed ones
@@ -241,6 +243,15 @@ class SyncEngine:
             enriched = await self._enrich(providers, pulled, bases, states, summary)
             crashpoint.reached("enriched")
             planned = self._plan(pulled, bases, states, enriched, summary)
+            # the takeover guard: a restore or a bulk import must not make every field person-owned
+            touched = {p.contact.id: p.result.person_touched for p in planned if p.result.person_touched}
+            check_takeover(
+                taken_from_syncd(touched, states),
+                self.store.syncd_written_count,
+                ratio=self.config.sync.takeover_ratio,
+                min_fields=self.config.sync.takeover_min_fields,
+            )
+            notes = takeover_notes(touched, bases, pulled.contacts, self.settings.title_target)
             if self.stop.is_set():
                 # asked to stop (SIGTERM) before anything was committed: the paid answers are in the
                 # ledger, so the next run plans the same without buying again
@@ -250,7 +261,7 @@ class SyncEngine:
             if self.dry_run:
                 summary.planned = planned
             else:
-                entries = self._commit(run_id, pulled, planned)
+                entries = self._commit(run_id, pulled, planned, notes)
                 await self._push(pbx, run_id, entries, {p.contact.id: p.contact for p in planned}, summary)
             summary.outcome = "ok" if not summary.failures and not summary.unreachable else "partial"
         except MassLossError as exc:
@@ -415,7 +426,11 @@ class SyncEngine:
         return planned
 
     def _commit(
-        self, run_id: str, pulled: PullResult, planned: Sequence[PlannedContact]
+        self,
+        run_id: str,
+        pulled: PullResult,
+        planned: Sequence[PlannedContact],
+        notes: Sequence[OwnershipNote] = (),
     ) -> list[JournalEntry]:
         """One transaction: the new base records, person-owned fields, tombstones and the journal."""
         cls = pulled.classification
@@ -430,6 +445,7 @@ class SyncEngine:
             tombstones=cls.deleted,
             updates=updates,
             at=self.clock(),
+            notes=notes,
         )
         crashpoint.reached("committed")
         if cls.deleted:
@@ -556,19 +572,20 @@ class SyncEngine:
     def _applied(
         self, run_id: str, confirmed: Sequence[tuple[JournalEntry, Contact]], summary: RunSummary
     ) -> None:
-        """Store confirmed entries (one transaction), then log each change once."""
+        """Store confirmed entries (one transaction), log each change with its id, then mark them logged
+        (a crash in between: the next run logs what is unmarked, see `syncd.owners.log_unlogged`)."""
         if not confirmed:
             return
-        self.store.journal_apply_many(
+        ids = self.store.journal_apply_many(
             run_id, [(entry.id, after, entry.update.changes) for entry, after in confirmed], self.clock()
         )
-        for entry, _ in confirmed:
+        for (entry, _), change_ids in zip(confirmed, ids, strict=True):
             crashpoint.reached("applied")
-            for change in entry.update.changes:
+            for change, change_id in zip(entry.update.changes, change_ids, strict=True):
                 summary.applied.append(change)
                 summary.changes_by_field[change.field] += 1
-                log.info(
-                    "contact.changed",
+                log_change(
+                    change_id,
                     contact_id=change.contact_id,
                     field=change.field,
                     old=change.old,
@@ -576,6 +593,7 @@ class SyncEngine:
                     source=change.source,
                     reason=change.reason,
                 )
+        self.store.mark_logged([i for change_ids in ids for i in change_ids], self.clock())
 
     # --- crash recovery -------------------------------------------------------------------------
     async def _preview_journal(

@@ -183,7 +183,7 @@ def show_history(
     when = parse_since(since)
     store = StateStore.open(config.sync.state_url)
     try:
-        rows = store.history(contact_id=contact, since=when, limit=limit)
+        rows = store.history(contact_id=contact, since=when, limit=limit, kinds=None)
     finally:
         store.close()
     if as_json or not _tty(out):
@@ -192,16 +192,17 @@ def show_history(
         return EXIT_OK
     from rich.table import Table
 
-    table = Table("at", "contact", "field", "old", "new", "source", "run")
+    table = Table("at", "contact", "kind", "field", "old", "new", "source", "run")
     for row in rows:
         table.add_row(
             row.at.isoformat()[:19],
             str(row.contact_id),
+            row.kind,
             row.field,
             row.old,
             row.new,
             row.source,
-            row.run_id[:8],
+            (row.run_id or "-")[:8],
         )
     console = _console(out)
     console.print(table)

@@ -260,6 +260,21 @@ class PbxSimulator:
         with self._lock:
             self._remove(contact_id)
 
+    def backup(self) -> dict[int, Any]:
+        """The company contacts as they are now (what a PBX backup keeps of the phonebook)."""
+        with self._lock:
+            return dict(self._recs)
+
+    def restore(self, backup: Mapping[int, Any]) -> None:
+        """Put the company contacts back as `backup` held them (a PBX restored from a backup): contacts
+        created since are gone, every other contact has its backed-up values again, ids unchanged."""
+        with self._lock:
+            for cid in [c for c in self._recs if c not in backup]:
+                self._remove(cid)
+            for cid, rec in backup.items():
+                self._put(cid, rec)
+            self._next_id = max(self._next_id, max(backup, default=0) + 1)
+
     def contact_count(self) -> int:
         with self._lock:
             return len(self._recs)

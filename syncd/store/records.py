@@ -173,12 +173,22 @@ class JournalEntry:
         return self.state == JOURNAL_PENDING and self.sent_at is not None
 
 
+CHANGE_KIND = "change"  # syncd's own write: the only kind with a `contact.changed` event
+TAKEOVER_KIND = "takeover"  # a person changed a field: it is person-owned from then on
+REMOVAL_KIND = "removal"  # a person emptied a field: person-owned too
+TOMBSTONE_KIND = "tombstone"  # the contact left the PBX
+RESET_KIND = "reset"  # `syncd owners reset` gave a person-owned field back to syncd
+CHANGE_KINDS = frozenset({CHANGE_KIND, TAKEOVER_KIND, REMOVAL_KIND, TOMBSTONE_KIND, RESET_KIND})
+
+
 @dataclass(frozen=True, slots=True)
 class ChangeRecord:
-    """One applied field change (the audit log)."""
+    """One row of the change log: an applied field change, or (`kind` other than "change") a person's
+    takeover or removal of a field, a tombstone, an owners reset. `id` is the change's stable id: the
+    `change_id` of its `contact.changed` event."""
 
     id: int
-    run_id: str
+    run_id: str | None
     at: datetime
     contact_id: int
     field: str
@@ -187,11 +197,15 @@ class ChangeRecord:
     source: str
     reason: str
     journal_id: int | None
+    kind: str = CHANGE_KIND
+    logged_at: datetime | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-safe form (`history --json`)."""
         return {
             "id": self.id,
+            "change_id": self.id,
+            "kind": self.kind,
             "run_id": self.run_id,
             "at": self.at.isoformat(),
             "contact_id": self.contact_id,
@@ -201,6 +215,40 @@ class ChangeRecord:
             "source": self.source,
             "reason": self.reason,
             "journal_id": self.journal_id,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class OwnershipNote:
+    """A change-log row that is not syncd's own write (see `ChangeRecord.kind`), as the engine plans it."""
+
+    contact_id: int
+    field: str
+    kind: str  # TAKEOVER_KIND or REMOVAL_KIND
+    old: str  # the value at the last sync
+    new: str  # the value the PBX holds now
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FieldOwner:
+    """Who owns one managed field of a live contact (`syncd owners`)."""
+
+    contact_id: int
+    field: str
+    owner: str  # "syncd" or "person"
+    since: datetime | None  # person: when the takeover was noticed; syncd: when syncd last wrote it
+    syncd_value: str | None
+    source: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "contact_id": self.contact_id,
+            "field": self.field,
+            "owner": self.owner,
+            "since": None if self.since is None else self.since.isoformat(),
+            "syncd_value": self.syncd_value,
+            "source": self.source,
         }
 
 

@@ -190,7 +190,7 @@ change_log = Table(
     "change_log",
     metadata,
     Column("id", SurrogateId, primary_key=True, autoincrement=True),
-    Column("run_id", String(36), ForeignKey("runs.id"), nullable=False),
+    Column("run_id", String(36), ForeignKey("runs.id"), nullable=True),  # NULL: not written by a run
     Column("at", UTCDateTime, nullable=False),
     Column("contact_id", BigInteger, nullable=False),
     Column("field", String(64), nullable=False),
@@ -199,6 +199,16 @@ change_log = Table(
     Column("source", String(64), nullable=False),
     Column("reason", Text, nullable=False),
     Column("journal_id", SurrogateId, ForeignKey("push_journal.id"), nullable=True),
+    # --- 0003_owners: kinds of rows, logged marks, rows outside a run (owners reset) ---
+    Column("kind", String(16), nullable=False, server_default="change"),
+    Column("logged_at", UTCDateTime, nullable=True),  # NULL: a change whose event is not written yet
+    CheckConstraint("kind IN ('change', 'takeover', 'removal', 'tombstone', 'reset')", name="kind"),
     Index(None, "contact_id", "at"),
     Index(None, "at"),
+    Index(
+        "ix_change_log_unlogged",
+        "id",
+        sqlite_where=text("logged_at IS NULL"),
+        postgresql_where=text("logged_at IS NULL"),
+    ),
 )

@@ -50,6 +50,8 @@ from syncd.model import Contact, ContactUpdate, EnrichmentResult, FieldChange, O
 from syncd.store import lock as locks
 from syncd.store import migrate
 from syncd.store.records import (
+    CHANGE_KIND,
+    CHANGE_KINDS,
     JOURNAL_APPLIED,
     JOURNAL_FAILED,
     JOURNAL_PENDING,
@@ -60,11 +62,14 @@ from syncd.store.records import (
     RUN_MODES,
     RUN_OUTCOMES,
     RUN_RUNNING,
+    TOMBSTONE_KIND,
     ChangeRecord,
+    FieldOwner,
     FieldState,
     JournalEntry,
     LedgerEntry,
     Link,
+    OwnershipNote,
     RunRecord,
     TokenRecord,
     check_month,
@@ -351,18 +356,63 @@ class StateStore:
     def tombstone(self, ids: Iterable[int], at: datetime) -> int:
         """Mark contacts as gone from the PBX. Returns how many were newly tombstoned."""
         with self._write() as conn:
-            return self._tombstone(conn, ids, utc(at))
+            return len(self._tombstone(conn, ids, utc(at)))
 
-    def _tombstone(self, conn: Connection, ids: Iterable[int], when: datetime) -> int:
-        n = 0
+    def _tombstone(self, conn: Connection, ids: Iterable[int], when: datetime) -> list[int]:
+        """Tombstone the live ones of `ids`; returns those newly tombstoned."""
+        newly: list[int] = []
         for chunk in _chunks(_unique_ids(ids), IN_CHUNK):
-            res = conn.execute(
-                update(contacts)
-                .where(contacts.c.id.in_(chunk), contacts.c.deleted_at.is_(None))
-                .values(deleted_at=when)
-            )
-            n += res.rowcount
-        return n
+            live = select(contacts.c.id).where(contacts.c.id.in_(chunk), contacts.c.deleted_at.is_(None))
+            found = [int(i) for i in conn.scalars(live)]
+            if found:
+                conn.execute(update(contacts).where(contacts.c.id.in_(found)).values(deleted_at=when))
+            newly.extend(found)
+        return newly
+
+    def _note(
+        self,
+        conn: Connection,
+        run_id: str | None,
+        notes: Sequence[OwnershipNote],
+        tombstoned: Sequence[int],
+        when: datetime,
+    ) -> None:
+        """Change-log rows that are not syncd's writes; they have no event to wait for (logged_at = at)."""
+        rows: list[dict[str, Any]] = [
+            {
+                "run_id": run_id,
+                "at": when,
+                "contact_id": n.contact_id,
+                "field": n.field,
+                "old": n.old,
+                "new": n.new,
+                "source": "person",
+                "reason": n.reason,
+                "kind": n.kind,
+                "logged_at": when,
+            }
+            for n in notes
+        ]
+        rows += [
+            {
+                "run_id": run_id,
+                "at": when,
+                "contact_id": cid,
+                "field": "contact",
+                "old": "",
+                "new": "",
+                "source": "pbx",
+                "reason": "the contact is gone from the PBX",
+                "kind": TOMBSTONE_KIND,
+                "logged_at": when,
+            }
+            for cid in tombstoned
+        ]
+        for kind in {r["kind"] for r in rows}:
+            if kind not in CHANGE_KINDS or kind == CHANGE_KIND:
+                raise ValueError(f"not a change-log note kind: {kind!r}")
+        for chunk in _chunks(rows, WRITE_CHUNK):
+            conn.execute(change_log.insert(), list(chunk))
 
     def commit_plan(
         self,
@@ -374,9 +424,11 @@ class StateStore:
         tombstones: Iterable[int],
         updates: Sequence[ContactUpdate],
         at: datetime,
+        notes: Sequence[OwnershipNote] = (),
     ) -> list[int]:
         """A run's plan in ONE transaction: the pulled records (the next base), last_seen_at of the
         unchanged ones, the fields a person touched, the tombstones and the journal entries to push.
+        The change log gets a row per `notes` (a person's takeover or removal) and per new tombstone.
 
         A crash before this leaves nothing half-remembered; after it, the journal says what to resume.
         """
@@ -391,7 +443,8 @@ class StateStore:
                     .values(last_seen_at=when)
                 )
             self._mark_person(conn, [(cid, f) for cid, fs in person_touched.items() for f in fs], when)
-            self._tombstone(conn, tombstones, when)
+            gone = self._tombstone(conn, tombstones, when)
+            self._note(conn, run_id, notes, gone, when)
             ids = self._journal_add(conn, run_id, updates, when)
             crashpoint.reached("plan_commit")
             return ids
@@ -836,8 +889,9 @@ class StateStore:
         run_id: str,
         applied: Sequence[tuple[int, Contact, Sequence[FieldChange]]],
         at: datetime,
-    ) -> None:
-        """`journal_apply` for several confirmed entries, all in one transaction."""
+    ) -> list[list[int]]:
+        """`journal_apply` for several confirmed entries, all in one transaction. Returns, per entry, the
+        change ids of its changes (in order): each is unlogged until `mark_logged`."""
         when = utc(at)
         for _, contact_after, changes in applied:
             for ch in changes:
@@ -846,7 +900,7 @@ class StateStore:
                         f"change for contact {ch.contact_id} in an update of contact {contact_after.id}"
                     )
         with self._write() as conn:
-            for entry_id, contact_after, changes in applied:
+            return [
                 self._journal_apply(
                     conn,
                     entry_id=entry_id,
@@ -855,6 +909,8 @@ class StateStore:
                     changes=changes,
                     when=when,
                 )
+                for entry_id, contact_after, changes in applied
+            ]
 
     def _journal_apply(
         self,
@@ -865,7 +921,7 @@ class StateStore:
         contact_after: Contact,
         changes: Sequence[FieldChange],
         when: datetime,
-    ) -> None:
+    ) -> list[int]:
         entry = self._require_pending(conn, entry_id)
         if int(entry.contact_id) != contact_after.id:
             raise ValueError(
@@ -878,24 +934,29 @@ class StateStore:
         )
         self._upsert_contacts(conn, _contact_rows([contact_after], when))
         if not changes:
-            return
-        conn.execute(
-            change_log.insert(),
-            [
-                {
-                    "run_id": run_id,
-                    "at": when,
-                    "contact_id": ch.contact_id,
-                    "field": ch.field,
-                    "old": ch.old,
-                    "new": ch.new,
-                    "source": ch.source,
-                    "reason": ch.reason,
-                    "journal_id": entry_id,
-                }
-                for ch in changes
-            ],
-        )
+            return []
+        insert = change_log.insert().returning(change_log.c.id)
+        change_ids = [
+            int(
+                conn.execute(
+                    insert,
+                    {
+                        "run_id": run_id,
+                        "at": when,
+                        "contact_id": ch.contact_id,
+                        "field": ch.field,
+                        "old": ch.old,
+                        "new": ch.new,
+                        "source": ch.source,
+                        "reason": ch.reason,
+                        "journal_id": entry_id,
+                        "kind": CHANGE_KIND,
+                        "logged_at": None,  # until its contact.changed event is written
+                    },
+                ).scalar_one()
+            )
+            for ch in changes
+        ]
         by_field = {ch.field: ch for ch in changes}  # the last change of a field wins
         ins = self._insert(field_provenance)
         # a person-owned field stays person-owned: only what syncd wrote is updated
@@ -918,6 +979,7 @@ class StateStore:
             ],
         )
         crashpoint.reached("journal_commit")
+        return change_ids
 
     def journal_resolve(self, entry_id: int, state: str, error: str | None, at: datetime) -> None:
         """Close a pending entry without applying it: `superseded` (the PBX contact changed under it, or
@@ -936,11 +998,19 @@ class StateStore:
     # --- audit ------------------------------------------------------------------------------------
 
     def history(
-        self, contact_id: int | None = None, since: datetime | None = None, limit: int | None = None
+        self,
+        contact_id: int | None = None,
+        since: datetime | None = None,
+        limit: int | None = None,
+        *,
+        kinds: Iterable[str] | None = (CHANGE_KIND,),
     ) -> list[ChangeRecord]:
-        """Applied field changes, oldest first. `limit` keeps the most recent ones."""
+        """Change-log rows, oldest first: by default syncd's applied field changes only; `kinds=None` for
+        every kind (takeovers, removals, tombstones, owners resets too). `limit` keeps the most recent."""
         cl = change_log.c
         q = select(change_log)
+        if kinds is not None:
+            q = q.where(cl.kind.in_(sorted(set(kinds))))
         if contact_id is not None:
             q = q.where(cl.contact_id == contact_id)
         if since is not None:
@@ -950,24 +1020,155 @@ class StateStore:
         else:
             q = q.order_by(cl.at, cl.id)
         with self._read() as conn:
-            out = [
-                ChangeRecord(
-                    id=int(r.id),
-                    run_id=str(r.run_id),
-                    at=r.at,
-                    contact_id=int(r.contact_id),
-                    field=str(r.field),
-                    old=str(r.old),
-                    new=str(r.new),
-                    source=str(r.source),
-                    reason=str(r.reason),
-                    journal_id=None if r.journal_id is None else int(r.journal_id),
-                )
-                for r in conn.execute(q)
-            ]
+            out = [_change_record(r) for r in conn.execute(q)]
         if limit is not None:
             out.reverse()
         return out
+
+    def unlogged_changes(self) -> list[ChangeRecord]:
+        """Changes committed whose `contact.changed` event was never written (a crash between the two)."""
+        cl = change_log.c
+        q = select(change_log).where(cl.logged_at.is_(None), cl.kind == CHANGE_KIND).order_by(cl.id)
+        with self._read() as conn:
+            return [_change_record(r) for r in conn.execute(q)]
+
+    def mark_logged(self, change_ids: Iterable[int], at: datetime) -> int:
+        """The events of these changes are written: they are not logged again. Returns how many rows."""
+        when = utc(at)
+        n = 0
+        with self._write() as conn:
+            for chunk in _chunks(_unique_ids(change_ids), IN_CHUNK):
+                res = conn.execute(
+                    update(change_log)
+                    .where(change_log.c.id.in_(chunk), change_log.c.logged_at.is_(None))
+                    .values(logged_at=when)
+                )
+                n += res.rowcount
+        return n
+
+    # --- owners -----------------------------------------------------------------------------------
+
+    def owners(self, contact_id: int | None = None) -> list[FieldOwner]:
+        """Who owns each recorded field of the live contacts, by contact and field."""
+        fp = field_provenance.c
+        q = (
+            select(field_provenance)
+            .join(contacts, contacts.c.id == fp.contact_id)
+            .where(contacts.c.deleted_at.is_(None))
+            .order_by(fp.contact_id, fp.field)
+        )
+        if contact_id is not None:
+            q = q.where(fp.contact_id == contact_id)
+        with self._read() as conn:
+            return [
+                FieldOwner(
+                    contact_id=int(r.contact_id),
+                    field=str(r.field),
+                    owner=str(r.owner),
+                    since=r.person_touched_at if r.owner == OWNER_PERSON else r.written_at,
+                    syncd_value=r.syncd_value,
+                    source=r.source,
+                )
+                for r in conn.execute(q)
+            ]
+
+    def syncd_written_count(self) -> int:
+        """How many fields of live contacts hold a value syncd wrote and still own (the takeover guard's
+        denominator)."""
+        fp = field_provenance.c
+        q = (
+            select(func.count())
+            .select_from(field_provenance.join(contacts, contacts.c.id == fp.contact_id))
+            .where(
+                contacts.c.deleted_at.is_(None),
+                fp.owner == OWNER_SYNCD,
+                fp.syncd_value.is_not(None),
+            )
+        )
+        with self._read() as conn:
+            return int(conn.execute(q).scalar_one())
+
+    def reset_owners(
+        self,
+        at: datetime,
+        *,
+        contact_id: int | None = None,
+        field: str | None = None,
+        reason: str = "given back to syncd (syncd owners reset)",
+    ) -> list[ChangeRecord]:
+        """Give person-owned fields of live contacts back to syncd, each with a `reset` row in the change
+        log, in one transaction. Returns those rows."""
+        from syncd.store.records import RESET_KIND
+
+        when = utc(at)
+        fp = field_provenance.c
+        q = (
+            select(fp.contact_id, fp.field)
+            .join(contacts, contacts.c.id == fp.contact_id)
+            .where(contacts.c.deleted_at.is_(None), fp.owner == OWNER_PERSON)
+            .order_by(fp.contact_id, fp.field)
+        )
+        if contact_id is not None:
+            q = q.where(fp.contact_id == contact_id)
+        if field is not None:
+            q = q.where(fp.field == field)
+        with self._write() as conn:
+            pairs = [(int(c), str(f)) for c, f in conn.execute(q)]
+            out: list[ChangeRecord] = []
+            insert = change_log.insert().returning(change_log.c.id)
+            for cid, name in pairs:
+                conn.execute(
+                    update(field_provenance)
+                    .where(fp.contact_id == cid, fp.field == name)
+                    .values(owner=OWNER_SYNCD, person_touched_at=None)
+                )
+                values = {
+                    "run_id": None,
+                    "at": when,
+                    "contact_id": cid,
+                    "field": name,
+                    "old": OWNER_PERSON,
+                    "new": OWNER_SYNCD,
+                    "source": "operator",
+                    "reason": reason,
+                    "kind": RESET_KIND,
+                    "logged_at": when,
+                }
+                new_id = int(conn.execute(insert, values).scalar_one())
+                out.append(
+                    ChangeRecord(
+                        id=new_id,
+                        run_id=None,
+                        at=when,
+                        contact_id=cid,
+                        field=name,
+                        old=OWNER_PERSON,
+                        new=OWNER_SYNCD,
+                        source="operator",
+                        reason=reason,
+                        journal_id=None,
+                        kind=RESET_KIND,
+                        logged_at=when,
+                    )
+                )
+        return out
+
+
+def _change_record(r: Any) -> ChangeRecord:
+    return ChangeRecord(
+        id=int(r.id),
+        run_id=None if r.run_id is None else str(r.run_id),
+        at=r.at,
+        contact_id=int(r.contact_id),
+        field=str(r.field),
+        old=str(r.old),
+        new=str(r.new),
+        source=str(r.source),
+        reason=str(r.reason),
+        journal_id=None if r.journal_id is None else int(r.journal_id),
+        kind=str(r.kind),
+        logged_at=r.logged_at,
+    )
 
 
 def _driver_executemany(conn: Connection, stmt: Any, rows: Sequence[Mapping[str, Any]]) -> None:

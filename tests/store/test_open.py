@@ -37,7 +37,7 @@ def test_new_sqlite_store_is_private_and_configured(tmp_path: Path) -> None:
             side_file = Path(str(db) + side)
             if side_file.exists():
                 assert stat.S_IMODE(side_file.stat().st_mode) == 0o600
-        assert store.schema_revision() == "0002"
+        assert store.schema_revision() == "0003_owners"
     finally:
         store.close()
 
@@ -56,7 +56,7 @@ def test_memory_store() -> None:
     with StateStore.open("sqlite://") as store:
         store.save_contacts([Contact.build(1)], at(0))
         assert store.live_count() == 1
-        assert store.schema_revision() == "0002"
+        assert store.schema_revision() == "0003_owners"
 
 
 def test_close_is_idempotent_and_use_after_close_is_an_error(store: StateStore) -> None:
