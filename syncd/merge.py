@@ -495,6 +495,11 @@ def _plan_numbers(
     refresh = policy is _REFRESH
     blocked = plan.blocked
     switchboards = settings.switchboards
+    present: dict[str, int] = {}  # E.164 -> how many slots hold it now
+    if found:
+        for n in held.values():
+            if (e := to_e164(n, region)) is not None:
+                present[e] = present.get(e, 0) + 1
     for gi in range(len(_GROUPS)):
         group = _GROUPS[gi]
         bucket = proposed[gi]
@@ -553,7 +558,9 @@ def _plan_numbers(
                 )
                 continue
             if is_switchboard(p, rendered[0], switchboards):
-                skips.append(Skip(group.name, p.number, _R_SWITCHBOARD, _VENDOR_NAME[found[ri].vendor]))
+                # never written, and no answer for the want; one the contact holds already is no news
+                why_not = _R_PRESENT if present.get(rendered[0]) else _R_SWITCHBOARD
+                skips.append(Skip(group.name, p.number, why_not, _VENDOR_NAME[found[ri].vendor]))
                 continue
             candidates.append((pref, i, p.number, rendered[0], rendered[1]))
         if candidates:
@@ -566,10 +573,6 @@ def _plan_numbers(
     #    different kinds lands where the earlier vendor put it, whatever later vendors say
     if len(sourced) > 1:
         sourced.sort(key=_source_order)
-    present: dict[str, int] = {}  # E.164 -> how many slots hold it now
-    for n in held.values():
-        if (e := to_e164(n, region)) is not None:
-            present[e] = present.get(e, 0) + 1
     for source, gi, empty, replaceable, candidates in sourced:
         name = _GROUPS[gi].name
         src = _VENDOR_NAME[found[source].vendor]
