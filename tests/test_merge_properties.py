@@ -235,6 +235,7 @@ merge_settings = st.builds(
     number_format=st.sampled_from(list(NumberFormat)),
     title_target=st.sampled_from(list(TitleTarget)),
     require_verified_email=st.booleans(),
+    switchboards=st.frozensets(st.sampled_from([f"+1{b}" for b in _BASES]), max_size=2),
 )
 
 
@@ -438,6 +439,14 @@ def test_only_valid_values_are_written_and_slots_hold_one_number_each(
         else:
             assert pbx_number_ok(change.new)
             assert e164(change.new) is not None
+            # never a switchboard: the phonebook's, or one the vendor called corporate
+            assert e164(change.new) not in s.switchboards
+            assert any(
+                e164(q.number) == e164(change.new) and q.kind is not PhoneKind.corporate
+                for r in rs
+                if r.outcome is Outcome.found
+                for q in r.phones
+            )
             # never a number the contact holds, unless a refresh just replaced it in another slot
             assert e164(change.new) not in held_e164 - replaced
             assert NumberSlot(change.field) not in (
