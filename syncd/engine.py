@@ -14,6 +14,7 @@ Crash safety rests on three rules:
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import hashlib
 import threading
@@ -37,17 +38,19 @@ from syncd.errors import (
     ServiceUnavailable,
 )
 from syncd.logs import get_logger
-from syncd.merge import MergeResult, MergeSettings, apply_update, merge
+from syncd.merge import MergeResult, MergeSettings, Skip, SkipReason, apply_update, merge
 from syncd.model import Contact, ContactUpdate, FieldChange, Vendor
 from syncd.owners import check_takeover, log_change, log_unlogged, taken_from_syncd, takeover_notes
 from syncd.pbx.client import PbxToken, YeastarClient
 from syncd.pbx.errors import PbxAuthError, PbxError, PbxRejected
 from syncd.pull import PullResult, phonebook_filter, pull_contacts
 from syncd.store import FieldState, JournalEntry, OwnershipNote, StateStore, TokenRecord
+from syncd.switchboards import switchboard_numbers
 from syncd.vendors.base import Provider
 from syncd.vendors.contactout import ContactOutProvider
 
 log = get_logger("syncd.engine")
+_SWITCHBOARD = SkipReason.switchboard
 
 PBX_TOKEN_SERVICE = "pbx"  # noqa: S105 (the token cache key, not a secret)
 QUERY_CHUNK = 100
@@ -156,6 +159,8 @@ class RunSummary:
     applied: list[FieldChange] = field(default_factory=list)
     unreachable: str | None = None
     vendor_stops: dict[str, str] = field(default_factory=dict)
+    # (contact id, name, skip) for every switchboard number the plan left out
+    switchboard_skips: list[tuple[int, str, Skip]] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -360,7 +365,11 @@ class SyncEngine:
             providers=providers,
             order=self.config.enabled_vendors(),
             store=self.store,
-            settings=self.settings,
+            # the switchboards the phonebook itself shows (numbers two contacts hold) before any answer
+            settings=dataclasses.replace(
+                self.settings,
+                switchboards=switchboard_numbers(pulled.contacts.values(), {}, self.settings.default_region),
+            ),
             refresh_after=self.config.enrich.refresh_after,
             retry_not_found_after=self.config.enrich.retry_not_found_after,
             budgets=budgets,
@@ -396,6 +405,8 @@ class SyncEngine:
     ) -> list[PlannedContact]:
         planned: list[PlannedContact] = []
         skips: Counter[str] = Counter()
+        boards = switchboard_numbers(pulled.contacts.values(), enriched.results, self.settings.default_region)
+        settings = dataclasses.replace(self.settings, switchboards=boards)
         # planning allocates many small acyclic objects: the cyclic collector walking them would cost up
         # to 40% of a first sync, so it is paused for the loop (reference counting still frees memory)
         collecting = gc.isenabled()
@@ -407,12 +418,14 @@ class SyncEngine:
                     contact,
                     enriched.results.get(cid, ()),
                     states.get(cid, {}),
-                    self.settings,
+                    settings,
                     current_hash=pulled.hashes.get(cid),
                 )
                 for skip in result.skipped:
                     skips[skip.reason.value] += 1
-                if result.update is not None or result.person_touched:
+                    if skip.reason is _SWITCHBOARD:
+                        summary.switchboard_skips.append((cid, contact.name, skip))
+                if result.update is not None or result.person_touched or result.closed_kinds:
                     planned.append(PlannedContact(contact, result))
         finally:
             if collecting:
@@ -423,6 +436,20 @@ class SyncEngine:
         summary.counts["person_touched"] = sum(len(p.result.person_touched) for p in planned)
         if skips:
             summary.counts["skipped"] = dict(skips)
+        summary.counts["switchboards_skipped"] = len(summary.switchboard_skips)
+        for cid, _name, skip in summary.switchboard_skips:
+            log.info(
+                "merge.switchboard_skipped",
+                contact_id=cid,
+                field=skip.field,
+                number=skip.value,
+                source=skip.source,
+            )
+        log.info(
+            "merge.switchboards",
+            known=len(boards),
+            skipped=summary.counts["switchboards_skipped"],
+        )
         return planned
 
     def _commit(
@@ -435,7 +462,12 @@ class SyncEngine:
         """One transaction: the new base records, person-owned fields, tombstones and the journal."""
         cls = pulled.classification
         to_save = [pulled.contacts[cid] for cid in (cls.new | cls.changed)]
-        touched = {p.contact.id: p.result.person_touched for p in planned if p.result.person_touched}
+        # a kind a person closed is kept as a person-owned field state ("kind:direct") beside the slots
+        touched = {
+            p.contact.id: p.result.person_touched | p.result.closed_kinds
+            for p in planned
+            if p.result.person_touched or p.result.closed_kinds
+        }
         updates = [p.result.update for p in planned if p.result.update is not None]
         ids = self.store.commit_plan(
             run_id,

@@ -29,12 +29,21 @@ Numbers are filled per group of slots, the unit the waterfall asks for:
 | fax      | (none)        | business_fax                       | fax                                 |
 | other    | (none)        | other_number                       | other                               |
 
-A group is open only while every one of its slots is empty or replaceable under `refresh` and none of them
-is person-owned or person-changed: once a person has put in, changed or removed a number of a kind, syncd
-adds no number of that kind (so a removed mobile does not come back in the other mobile slot). The group's
-source is the first result with an acceptable number of the group's kinds (valid, not blacklisted, with a
-PBX-valid rendering that reads back as the same number); its new numbers fill the group's slots, and what
-does not fit is skipped with "no free slot". Under `refresh` a number syncd wrote is stale when neither the
+`fill_empty` means what it says per slot: an empty slot of a group is filled beside the numbers a
+person entered, which are never moved, reformatted or replaced (`refresh` may also replace a number syncd
+wrote there). A kind closes for syncd only when a person **changed or removed** a number of that kind
+after syncd had seen the contact (the diff of `base` and `current`, recorded in `MergeResult.closed_kinds`
+and from then on as the person-owned field state `kind:<group>`; a person-owned slot that is now empty, or
+that held a number syncd wrote, closes it too): a closed kind gets no number at all, so a number a person
+removed never comes back in the sibling slot. A person adding a number does not close the kind; that slot
+becomes person-owned and the others stay free. A group without a free slot is not open.
+
+The group's source is the first result with an acceptable number of the group's kinds (valid, not
+blacklisted, not a switchboard, with a PBX-valid rendering that reads back as the same number); its new
+numbers fill the group's free slots, and what does not fit is skipped with "no free slot". A switchboard
+(`syncd.switchboards`: a vendor's corporate, toll-free or shared-cost number, or a number in
+`settings.switchboards`, the phonebook's numbers held by or proposed for two or more contacts) is never
+written: it is skipped with "switchboard". Under `refresh` a number syncd wrote is stale when neither the
 source nor an earlier result lists it (any kind); stale slots are replaced first, then empty slots filled.
 Groups are filled in waterfall order of their sources, so a number two vendors file under different kinds
 lands where the earlier vendor put it. A number the contact already holds in any slot, in any notation, is
@@ -43,8 +52,9 @@ never added. Home slots and the home fax are never written.
 Whatever a vendor after a want's source says never changes what is written for that want, so the
 waterfall may stop asking as soon as `open_wants` is empty.
 
-`open_wants` runs the same planning as `merge`, so the two agree by construction: a want that is not open
-without results is never written, and a want still open with `results` was not written either.
+`open_wants` runs the same planning as `merge`, so the two agree by construction (given the same
+settings, `switchboards` included): a want that is not open without results is never written, and a want
+still open with `results` was not written either.
 """
 
 from __future__ import annotations
@@ -80,6 +90,7 @@ from syncd.normalize import (
     to_e164,
 )
 from syncd.remark import TITLE_MAX, TITLE_PREFIX, clean_title, find_title_line, title_in, with_title
+from syncd.switchboards import is_switchboard
 
 __all__ = [
     "EMAIL",
@@ -98,6 +109,7 @@ __all__ = [
     "Want",
     "apply_update",
     "classify_verification",
+    "closed_kind_key",
     "merge",
     "next_states",
     "open_wants",
@@ -146,6 +158,7 @@ class SkipReason(StrEnum):
     title_too_long = "title too long"
     remark_too_long = "remark too long"  # adding the Title line would pass the remark's 1024 characters
     no_title_field = "no title field"  # TitleTarget.field on firmware without job_title
+    switchboard = "switchboard"  # a company's number (vendor's word, toll-free, or shared by contacts)
 
 
 class Verification(StrEnum):
@@ -183,6 +196,8 @@ class MergeSettings:
     number_format: NumberFormat = NumberFormat.e164
     title_target: TitleTarget = TitleTarget.remark
     require_verified_email: bool = False  # when True, only positively verified emails are acceptable
+    # the phonebook's switchboards in E.164 (syncd.switchboards.switchboard_numbers): never written
+    switchboards: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         # plain strings ("never") become the enums the merge compares by identity; unknown ones raise
@@ -228,6 +243,8 @@ class MergeResult:
     # field keys a person changed since base: the engine marks them person-owned
     person_touched: frozenset[str]
     skipped: tuple[Skip, ...]
+    # number kinds a person closed in this run (keys from `closed_kind_key`): stored as person-owned
+    closed_kinds: frozenset[str] = frozenset()
 
 
 # --- number groups ------------------------------------------------------------------------------------
@@ -240,11 +257,18 @@ class _Group:
     slots: tuple[tuple[NumberSlot, str], ...]  # (slot, field key)
     kinds: Mapping[PhoneKind, int]  # kind -> preference (lower first)
 
+    closed_key: str  # the field-state key that records a person closing the kind
+
+
+def closed_kind_key(group: str) -> str:
+    """The field-state key recording that a person closed a number kind ("kind:mobile", "kind:direct")."""
+    return f"kind:{group}"
+
 
 def _group(
     name: str, want: Want | None, slots: Iterable[NumberSlot], kinds: Mapping[PhoneKind, int]
 ) -> _Group:
-    return _Group(name, want, tuple((s, s.value) for s in slots), kinds)
+    return _Group(name, want, tuple((s, s.value) for s in slots), kinds, closed_kind_key(name))
 
 
 _GROUPS: Final = (
@@ -262,6 +286,8 @@ _GROUPS: Final = (
 )
 # phone kind -> (index of its group in _GROUPS, preference within the group)
 _KIND_GROUP: Final = {kind: (gi, pref) for gi, g in enumerate(_GROUPS) for kind, pref in g.kinds.items()}
+_SLOT_GROUP: Final = {slot: gi for gi, g in enumerate(_GROUPS) for slot, _ in g.slots}
+_CLOSED_KEYS: Final = frozenset(g.closed_key for g in _GROUPS)
 _SLOT_KEYS: Final = tuple((slot, slot.value) for slot in NumberSlot)
 
 # Plain aliases: attribute access on an enum class is slow on Python 3.11 and this is the hot path.
@@ -282,6 +308,7 @@ _R_NEVER: Final = SkipReason.policy_never
 _R_PERSON: Final = SkipReason.person_owned
 _R_OCCUPIED: Final = SkipReason.occupied
 _R_PRESENT: Final = SkipReason.already_present
+_R_SWITCHBOARD: Final = SkipReason.switchboard
 _VENDOR_NAME: Final = {v: v.value for v in Vendor}
 _NO_KEYS: Final[frozenset[str]] = frozenset()
 # The longest a remark can grow by when a Title line with a one-character title is appended.
@@ -310,10 +337,22 @@ _clean_email = lru_cache(maxsize=200_000)(clean_email)
 
 
 class _Plan:
-    __slots__ = ("answered", "blocked", "email", "numbers", "opened", "remark", "skips", "title", "touched")
+    __slots__ = (
+        "answered",
+        "blocked",
+        "closed",
+        "email",
+        "numbers",
+        "opened",
+        "remark",
+        "skips",
+        "title",
+        "touched",
+    )
 
-    def __init__(self, touched: set[str], blocked: set[str]) -> None:
+    def __init__(self, touched: set[str], blocked: set[str], closed: set[str]) -> None:
         self.touched = touched
+        self.closed = closed  # kind keys a person closed in this run (changed or removed a number)
         self.blocked = blocked  # touched, plus fields the store says someone other than syncd owns
         self.opened: set[Want] = set()  # wants open before looking at results
         self.answered: set[Want] = set()  # open wants for which results hold an acceptable value
@@ -352,6 +391,9 @@ def _touched(base: Contact | None, current: Contact, settings: MergeSettings) ->
         for slot, key in _SLOT_KEYS:
             if before.get(slot) != now.get(slot):
                 touched.add(key)
+                if before.get(slot) and (gi := _SLOT_GROUP.get(slot)) is not None:
+                    # a number a person changed or removed closes its kind (adding one does not)
+                    touched.add(_GROUPS[gi].closed_key)
     target = settings.title_target
     if target is _T_REMARK:
         if base.remark != current.remark:
@@ -452,24 +494,41 @@ def _plan_numbers(
     never = policy is _NEVER
     refresh = policy is _REFRESH
     blocked = plan.blocked
+    switchboards = settings.switchboards
+    present: dict[str, int] = {}  # E.164 -> how many slots hold it now
+    if found:
+        for n in held.values():
+            if (e := to_e164(n, region)) is not None:
+                present[e] = present.get(e, 0) + 1
     for gi in range(len(_GROUPS)):
         group = _GROUPS[gi]
         bucket = proposed[gi]
         empty: list[NumberSlot] = []
         stale: list[NumberSlot] = []  # numbers syncd wrote that refresh may replace
         why: SkipReason | None = _R_NEVER if never else None
+        if why is None and group.closed_key in blocked:
+            why = _R_PERSON  # a person changed or removed a number of this kind
         if why is None:
+            kept: SkipReason | None = None  # why the slots that are not free are not
             for slot, key in group.slots:
-                if key in blocked:
-                    why = _R_PERSON
-                    continue
                 value = held.get(slot)
-                if not value:
+                st = states.get(key)
+                if key in blocked:
+                    if not value or (
+                        st is not None and st.owner != OWNER_SYNCD and st.syncd_value is not None
+                    ):
+                        # a person removed a number here, or replaced syncd's: the kind is closed
+                        why = _R_PERSON
+                        break
+                    kept = kept or _R_PERSON  # a person's own number: never moved or replaced
+                elif not value:
                     empty.append(slot)
-                elif refresh and (st := states.get(key)) is not None and st.syncd_value == value:
+                elif refresh and st is not None and st.syncd_value == value:
                     stale.append(slot)
-                elif why is None:
-                    why = _R_OCCUPIED
+                else:
+                    kept = _R_OCCUPIED  # a value syncd may not replace under the policy
+            if why is None and not empty and not stale:
+                why = kept or _R_OCCUPIED
         if why is not None:
             if bucket:
                 ri, _, _, p = bucket[0]
@@ -498,6 +557,11 @@ def _plan_numbers(
                     Skip(group.name, p.number, SkipReason.invalid_number, _VENDOR_NAME[found[ri].vendor])
                 )
                 continue
+            if is_switchboard(p, rendered[0], switchboards):
+                # never written, and no answer for the want; one the contact holds already is no news
+                why_not = _R_PRESENT if present.get(rendered[0]) else _R_SWITCHBOARD
+                skips.append(Skip(group.name, p.number, why_not, _VENDOR_NAME[found[ri].vendor]))
+                continue
             candidates.append((pref, i, p.number, rendered[0], rendered[1]))
         if candidates:
             if group.want is not None:
@@ -509,10 +573,6 @@ def _plan_numbers(
     #    different kinds lands where the earlier vendor put it, whatever later vendors say
     if len(sourced) > 1:
         sourced.sort(key=_source_order)
-    present: dict[str, int] = {}  # E.164 -> how many slots hold it now
-    for n in held.values():
-        if (e := to_e164(n, region)) is not None:
-            present[e] = present.get(e, 0) + 1
     for source, gi, empty, replaceable, candidates in sourced:
         name = _GROUPS[gi].name
         src = _VENDOR_NAME[found[source].vendor]
@@ -624,10 +684,15 @@ def _plan(
         raise ValueError(f"base is contact {base.id}, current is contact {current.id}")
     found = _found(results, current.id)
     touched = _touched(base, current, settings)
-    blocked = touched
+    closed: set[str] = set()
+    if touched:
+        closed = touched & _CLOSED_KEYS
+        touched -= closed
+    blocked = touched | closed
     if states:
-        blocked = touched | {k for k, st in states.items() if st.owner != OWNER_SYNCD}
-    plan = _Plan(touched=touched, blocked=blocked)
+        blocked = blocked | {k for k, st in states.items() if st.owner != OWNER_SYNCD}
+        closed = {k for k in closed if (st := states.get(k)) is None or st.owner == OWNER_SYNCD}
+    plan = _Plan(touched=touched, blocked=blocked, closed=closed)
     _plan_email(plan, current, found, states, settings)
     _plan_numbers(plan, current, found, states, settings)
     _plan_title(plan, current, found, states, settings)
@@ -698,6 +763,7 @@ def merge(
         changes=changed,
         person_touched=frozenset(plan.touched) if plan.touched else _NO_KEYS,
         skipped=tuple(plan.skips),
+        closed_kinds=frozenset(plan.closed) if plan.closed else _NO_KEYS,
     )
 
 
@@ -742,7 +808,7 @@ def next_states(states: Mapping[str, FieldStateLike], result: MergeResult) -> di
     """The field states after `result` was pushed: person-changed fields become person-owned, written ones
     syncd-owned with the value written. What the engine stores once the push succeeded."""
     out = {k: FieldState(s.owner, s.syncd_value, s.source) for k, s in states.items()}
-    for key in result.person_touched:
+    for key in result.person_touched | result.closed_kinds:
         prev = out.get(key)
         out[key] = FieldState(OWNER_PERSON, prev.syncd_value if prev else None, prev.source if prev else None)
     for change in result.changes:

@@ -233,6 +233,21 @@ def plan_rows(summary: RunSummary) -> Iterable[dict[str, Any]]:
                 "name": planned.contact.name,
                 "field": key,
             }
+    yield from _switchboard_rows(summary)
+
+
+def _switchboard_rows(summary: RunSummary) -> Iterable[dict[str, Any]]:
+    """One `plan.skipped` row per switchboard number the plan left out (never written into a contact)."""
+    for cid, name, skip in summary.switchboard_skips:
+        yield {
+            "event": "plan.skipped",
+            "contact_id": cid,
+            "name": name,
+            "field": skip.field,
+            "value": skip.value,
+            "reason": skip.reason.value,
+            "source": skip.source,
+        }
 
 
 def print_plan(summary: RunSummary, stream: TextIO | None = None) -> None:
@@ -260,6 +275,9 @@ def print_plan(summary: RunSummary, stream: TextIO | None = None) -> None:
     console.print(table)
     changes = sum(1 for r in rows if r["event"] == "plan.change")
     console.print(f"{changes} change(s) planned; nothing was written to the PBX")
+    boards = summary.counts.get("switchboards_skipped", 0)
+    if boards:
+        console.print(f"{boards} switchboard number(s) skipped (a company's number is no person's line)")
 
 
 def print_summary(summary: RunSummary, stream: TextIO | None = None) -> None:
@@ -279,6 +297,8 @@ def print_summary(summary: RunSummary, stream: TextIO | None = None) -> None:
         console.print(f"  changes by field: {fields}")
     credits = ", ".join(f"{k} {v}" for k, v in summary.credits.items()) or "none"
     console.print(f"  credits spent: {credits}")
+    if c.get("switchboards_skipped"):
+        console.print(f"  switchboards skipped: {c['switchboards_skipped']} (never written into a contact)")
     for vendor, why in summary.vendor_stops.items():
         console.print(f"  [yellow]{vendor} stopped for this run: {why}[/yellow]")
     for cid, reason in summary.failures[:20]:

@@ -30,6 +30,7 @@ from syncd.merge import (
     Want,
     apply_update,
     classify_verification,
+    closed_kind_key,
     merge,
     next_states,
     open_wants,
@@ -409,13 +410,43 @@ def test_numbers_mobile_fills_the_first_mobile_slot_in_e164() -> None:
     assert (change.field, change.old, change.new, change.reason) == ("mobile_number", "", N2, "fill_empty")
 
 
+# --- switchboards ---------------------------------------------------------------------------------------
+
+
+def test_switchboard_a_vendors_corporate_number_is_never_written_and_the_waterfall_goes_on() -> None:
+    results = [res(IV, phones=[(N1, PhoneKind.corporate)]), res(LF, phones=[(N2, PhoneKind.direct)])]
+    assert Want.direct in open_wants(contact(), contact(), {}, S, results[:1])
+    m = run(contact(), results)
+    assert written(m) == {"business_number": N2}
+    assert m.changes[0].source == "leadfeeder"
+    assert m.skipped == (Skip("direct", N1, SkipReason.switchboard, "insideview"),)
+
+
+@pytest.mark.parametrize("number", ["+18005550199", "+448001234567", "+611300123456"])
+@pytest.mark.parametrize("kind", [PhoneKind.direct, PhoneKind.mobile, PhoneKind.other])
+def test_switchboard_toll_free_and_shared_cost_numbers_are_never_written(
+    number: str, kind: PhoneKind
+) -> None:
+    m = run(contact(), [res(CO, phones=[(number, kind)])])
+    assert m.update is None
+    assert [s.reason for s in m.skipped] == [SkipReason.switchboard]
+
+
+def test_switchboard_numbers_of_the_phonebook_are_never_written() -> None:
+    s = MergeSettings(switchboards=frozenset({N1}))
+    c = contact(numbers={BUS: "(415)555-0111"})
+    m = run(c, [res(phones=[("(415) 555-0134", PhoneKind.direct), (N2, PhoneKind.mobile)])], settings=s)
+    assert written(m) == {"mobile_number": N2}
+    assert skips(m, "direct") == [SkipReason.switchboard]
+    assert Want.direct in open_wants(c, c, {}, s, [res(phones=[(N1, PhoneKind.direct)])])
+
+
 @pytest.mark.parametrize(
     ("kind", "slot"),
     [
         (PhoneKind.mobile, MOB),
         (PhoneKind.direct, BUS),
         (PhoneKind.work, BUS),
-        (PhoneKind.corporate, BUS),
         (PhoneKind.landline, BUS),
         (PhoneKind.fax, FAX),
         (PhoneKind.other, OTHER),
@@ -442,7 +473,7 @@ def test_numbers_two_mobiles_fill_both_slots_and_a_third_is_skipped() -> None:
     assert m.skipped == (Skip("mobile", N3, SkipReason.no_free_slot, "insideview"),)
 
 
-def test_numbers_business_prefers_direct_over_switchboard() -> None:
+def test_numbers_business_prefers_direct_and_never_writes_a_switchboard() -> None:
     phones = [
         (N1, PhoneKind.corporate),
         (N2, PhoneKind.landline),
@@ -452,7 +483,8 @@ def test_numbers_business_prefers_direct_over_switchboard() -> None:
     m = run(contact(), [res(phones=phones)])
     assert m.update is not None
     assert dict(m.update.numbers or ()) == {BUS: N3, BUS2: N4}
-    assert skips(m, "direct") == [SkipReason.no_free_slot, SkipReason.no_free_slot]
+    assert skips(m, "direct") == [SkipReason.switchboard, SkipReason.no_free_slot]
+    assert [s.value for s in m.skipped if s.reason is SkipReason.switchboard] == [N1]
 
 
 @pytest.mark.parametrize("garbage", ["not-a-number", "n/a", "", "12", "555-0134", "+999 1234 5678"])
@@ -469,7 +501,17 @@ def test_numbers_garbage_in_the_pbx_is_kept_and_occupies_its_slot() -> None:
     c = contact(numbers={MOB: "not-a-number", BUS: "ext 12"})
     m = run(c, [res(phones=[(N1, PhoneKind.mobile), (N2, PhoneKind.direct), (N3, PhoneKind.fax)])])
     assert m.update is not None
-    assert m.update.numbers == ((BUS, "ext 12"), (MOB, "not-a-number"), (FAX, N3))
+    # the person's values stay where they are, as they are; the empty siblings are filled
+    assert m.update.numbers == (
+        (BUS, "ext 12"),
+        (BUS2, N2),
+        (MOB, "not-a-number"),
+        (MOB2, N1),
+        (FAX, N3),
+    )
+    c = contact(numbers={MOB: "not-a-number", MOB2: "+1 415 555 0111"})
+    m = run(c, [res(phones=[(N1, PhoneKind.mobile)])])
+    assert m.update is None
     assert skips(m, "mobile") == [SkipReason.occupied]
 
 
@@ -503,7 +545,7 @@ def test_numbers_existing_slots_are_sent_back_exactly_as_they_were() -> None:
     sent = dict(m.update.numbers)
     assert {k: sent[k] for k in held} == held
     assert sent[MOB] == N2
-    assert BUS2 not in sent  # the business group already holds a number
+    assert sent[BUS2] == N3  # the empty slot beside the person's business number
     assert len(m.update.numbers) == len(set(dict(m.update.numbers)))
 
 
@@ -557,11 +599,62 @@ def test_numbers_first_vendor_with_an_acceptable_number_of_a_kind_wins() -> None
     }
 
 
-def test_numbers_fill_empty_adds_no_mobile_once_the_contact_has_one() -> None:
+def test_numbers_fill_empty_fills_the_empty_slot_beside_a_persons_number() -> None:
     c = contact(numbers={MOB2: N1})
+    assert Want.mobile in open_wants(c, c, {}, S)
     m = run(c, [res(phones=[(N2, PhoneKind.mobile)])])
+    assert m.update is not None
+    assert m.update.numbers == ((MOB, N2), (MOB2, N1))  # the person's number is neither moved nor changed
+    assert written(m) == {"mobile_number": N2}
+    full = contact(numbers={MOB: N1, MOB2: N3})
+    assert Want.mobile not in open_wants(full, full, {}, S)
+
+
+def test_numbers_direct_line_lands_beside_a_persons_business_number() -> None:
+    c = contact(numbers={BUS: "(415)555-0111"})
+    for states in ({}, {"business_number": PERSON}):
+        assert Want.direct in open_wants(c, c, states, S)
+        m = run(c, [res(phones=[(N1, PhoneKind.direct)])], states=states)
+        assert m.update is not None
+        assert m.update.numbers == ((BUS, "(415)555-0111"), (BUS2, N1))
+        assert Want.direct not in open_wants(c, c, states, S, [res(phones=[(N1, PhoneKind.direct)])])
+
+
+def test_numbers_a_person_adding_a_number_leaves_the_sibling_slot_open() -> None:
+    base = contact()
+    current = contact(numbers={BUS: "(415)555-0111"})
+    m = run(current, [res(phones=[(N1, PhoneKind.direct)])], base=base)
+    assert m.person_touched == {"business_number"}
+    assert m.closed_kinds == frozenset()
+    assert written(m) == {"business_number2": N1}
+
+
+@pytest.mark.parametrize(
+    ("before", "after"),
+    [
+        ({BUS: N3}, {}),  # removed
+        ({BUS: N3}, {BUS: N2}),  # changed
+        ({BUS: N3}, {BUS: "(415)555-0136"}),  # reformatted
+        ({BUS: N3, BUS2: N4}, {BUS: N3}),  # one of two removed
+    ],
+)
+def test_numbers_a_person_changing_or_removing_a_number_closes_its_kind_for_good(
+    before: dict[NumberSlot, str], after: dict[NumberSlot, str]
+) -> None:
+    base, current = contact(numbers=before), contact(numbers=after)
+    phones = [(N1, PhoneKind.direct), (N3, PhoneKind.direct), (N4, PhoneKind.direct)]
+    m = run(current, [res(phones=phones)], base=base)
     assert m.update is None
-    assert Want.mobile not in open_wants(c, c, {}, S)
+    assert m.closed_kinds == {closed_kind_key("direct")}
+    assert skips(m, "direct") == [SkipReason.person_owned]
+    states = next_states({}, m)
+    assert states[closed_kind_key("direct")].owner == "person"
+    for policy in (Policy.fill_empty, Policy.refresh):
+        s = MergeSettings(numbers=policy)
+        later = run(current, [res(LF, phones=phones)], base=current, states=states, settings=s)
+        assert later.update is None
+        assert later.closed_kinds == frozenset()  # already recorded
+        assert Want.direct not in open_wants(current, current, states, s)
 
 
 def test_numbers_a_persons_removal_closes_the_whole_kind() -> None:
@@ -664,12 +757,18 @@ def test_numbers_refresh_leaves_a_persons_number() -> None:
     c = contact(numbers={MOB: N1})
     for states in ({}, {"mobile_number": syncd(N4)}, {"mobile_number": PERSON}):
         m = run(c, [res(phones=[(N2, PhoneKind.mobile)])], states=states, settings=refresh)
-        assert m.update is None
-        assert Want.mobile not in open_wants(c, c, states, refresh)
-    # a person's number in the other mobile slot closes the kind as well
+        assert m.update is not None
+        assert m.update.numbers == ((MOB, N1), (MOB2, N2))  # beside it, never over it
+    # a person's number in the other mobile slot stays; syncd's stale number beside it is refreshed
     c = contact(numbers={MOB: N1, MOB2: N3})
     m = run(c, [res(phones=[(N2, PhoneKind.mobile)])], states={"mobile_number": syncd(N1)}, settings=refresh)
+    assert m.update is not None
+    assert m.update.numbers == ((MOB, N2), (MOB2, N3))
+    # a person-owned slot that held syncd's number means a person replaced it: the kind is closed
+    states = {"mobile_number": FieldState("person", N4, "insideview")}
+    m = run(contact(numbers={MOB: N1}), [res(phones=[(N2, PhoneKind.mobile)])], states=states)
     assert m.update is None
+    assert skips(m, "mobile") == [SkipReason.person_owned]
 
 
 def test_numbers_refresh_with_the_same_numbers_changes_nothing() -> None:
@@ -981,14 +1080,23 @@ def test_open_wants_closes_as_results_answer() -> None:
 
 
 def test_open_wants_complete_contact_wants_nothing() -> None:
-    c = contact(email="ada@engines.example.com", remark="Title: CTO", numbers={MOB: N1, BUS: N2})
+    c = contact(
+        email="ada@engines.example.com",
+        remark="Title: CTO",
+        numbers={MOB: N1, MOB2: N3, BUS: N2, BUS2: N4},
+    )
     assert open_wants(c, c, {}, S) == frozenset()
+    # an empty slot beside a person's number is still wanted
+    c = contact(email="ada@engines.example.com", remark="Title: CTO", numbers={MOB: N1, BUS: N2})
+    assert open_wants(c, c, {}, S) == {Want.mobile, Want.direct}
 
 
 def test_open_wants_refresh_reopens_what_syncd_wrote() -> None:
     c = contact(email="ada@engines.example.com", remark="Title: CTO", numbers={MOB: N1, BUS: N2})
     states = {EMAIL: syncd(c.email), TITLE: syncd("CTO"), "mobile_number": syncd(N1)}
     refresh = MergeSettings(email=Policy.refresh, numbers=Policy.refresh, title=Policy.refresh)
+    assert open_wants(c, c, states, refresh) == {Want.email, Want.title, Want.mobile, Want.direct}
+    c = contact(email="ada@engines.example.com", remark="Title: CTO", numbers={MOB: N1, BUS: N2, BUS2: N4})
     assert open_wants(c, c, states, refresh) == {Want.email, Want.title, Want.mobile}
 
 

@@ -26,6 +26,7 @@ from syncd.merge import (
     TitleTarget,
     Want,
     apply_update,
+    closed_kind_key,
     merge,
     next_states,
     open_wants,
@@ -41,8 +42,16 @@ from syncd.model import (
     PhoneKind,
     Vendor,
 )
-from syncd.normalize import PBX_REMARK_MAX, NumberFormat, clean_email, pbx_number_ok, to_e164
+from syncd.normalize import (
+    PBX_REMARK_MAX,
+    NumberFormat,
+    clean_email,
+    format_number,
+    pbx_number_ok,
+    to_e164,
+)
 from syncd.remark import find_title_line
+from syncd.switchboards import is_shared_cost_or_toll_free
 
 EXAMPLES = int(os.environ.get("SYNCD_MERGE_EXAMPLES", "200"))
 PROPS = settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -226,6 +235,7 @@ merge_settings = st.builds(
     number_format=st.sampled_from(list(NumberFormat)),
     title_target=st.sampled_from(list(TitleTarget)),
     require_verified_email=st.booleans(),
+    switchboards=st.frozensets(st.sampled_from([f"+1{b}" for b in _BASES]), max_size=2),
 )
 
 
@@ -303,10 +313,80 @@ def test_a_persons_edit_or_removal_is_never_overwritten(
     assert m.person_touched == touched
     person_owned = {k for k, v in states.items() if v.owner != "syncd"}
     assert not (changed_fields(m) & (touched | person_owned))
-    # and no number of a kind a person changed is added in the kind's other slot
-    for fields in (WANT_FIELDS[Want.mobile], WANT_FIELDS[Want.direct]):
-        if fields & (touched | person_owned):
-            assert not (changed_fields(m) & fields)
+    # and no number of a kind a person closed (changed or removed a number of) is added in another slot
+    for want in (Want.mobile, Want.direct):
+        if oracle_closed(base, current, states, want):
+            assert not (changed_fields(m) & WANT_FIELDS[want])
+
+
+def oracle_closed(base: Contact | None, current: Contact, states: dict[str, FieldState], want: Want) -> bool:
+    """An independent reading of "a person closed this kind": since base, a person changed or removed a
+    number of the kind; or the store says a person owns the kind, owns a slot of it that is now empty, or
+    owns a slot where syncd had written a number."""
+    group = "mobile" if want is Want.mobile else "direct"
+    st_kind = states.get(closed_kind_key(group))
+    if st_kind is not None and st_kind.owner != "syncd":
+        return True
+    for key in WANT_FIELDS[want]:
+        slot = NumberSlot(key)
+        now = current.number_map.get(slot, "")
+        if base is not None and base.number_map.get(slot) and base.number_map.get(slot) != now:
+            return True
+        st_ = states.get(key)
+        if st_ is not None and st_.owner != "syncd" and (not now or st_.syncd_value is not None):
+            return True
+    return False
+
+
+def is_candidate(p: FoundPhone) -> bool:
+    """A vendor number the merge can write: valid, PBX-renderable, not blacklisted, not a switchboard."""
+    e = e164(p.number)
+    if e is None or p.blacklisted or p.kind is PhoneKind.corporate or is_shared_cost_or_toll_free(e):
+        return False
+    return all(pbx_number_ok(format_number(e, style, REGION)) for style in NumberFormat)
+
+
+_WANT_KINDS = {
+    Want.mobile: frozenset({PhoneKind.mobile}),
+    Want.direct: frozenset({PhoneKind.direct, PhoneKind.work, PhoneKind.landline, PhoneKind.corporate}),
+}
+
+
+@PROPS
+@given(scenarios())
+def test_an_empty_slot_of_a_wanted_kind_is_filled_unless_a_person_closed_the_kind(
+    sc: tuple[Contact | None, Contact, list[EnrichmentResult], dict[str, FieldState], MergeSettings],
+) -> None:
+    """An empty slot of a wanted kind with an acceptable vendor number is filled unless a person closed
+    that kind: a person's number beside it does not keep the vendor's number out."""
+    base, current, rs, states, s = sc
+    if s.numbers is Policy.never:
+        return
+    m = merge(base, current, rs, states, s)
+    touched = oracle_touched(base, current, s.title_target)
+    person_owned = {k for k, v in states.items() if v.owner != "syncd"}
+    held = {e for _, n in current.numbers if (e := e164(n)) is not None}
+    found = [r for r in rs if r.outcome is Outcome.found]
+    for want, kinds in _WANT_KINDS.items():
+        fields = WANT_FIELDS[want]
+        free = [
+            k for k in fields if not current.number_map.get(NumberSlot(k)) and k not in touched | person_owned
+        ]
+        if not free or oracle_closed(base, current, states, want):
+            continue
+        # the source: the first result with a number of the kind the merge can write
+        source = next((r for r in found if any(p.kind in kinds and is_candidate(p) for p in r.phones)), None)
+        if source is None:
+            continue
+        elsewhere = {e164(p.number) for r in found for p in r.phones if p.kind not in kinds}
+        new = {
+            e
+            for p in source.phones
+            if p.kind in kinds and is_candidate(p) and (e := e164(p.number)) not in held | elsewhere
+        }
+        if new:
+            assert changed_fields(m) & fields, (want, m.skipped)
+            assert Want(want) not in open_wants(current, base, states, s, rs)
 
 
 @PROPS
@@ -359,6 +439,14 @@ def test_only_valid_values_are_written_and_slots_hold_one_number_each(
         else:
             assert pbx_number_ok(change.new)
             assert e164(change.new) is not None
+            # never a switchboard: the phonebook's, or one the vendor called corporate
+            assert e164(change.new) not in s.switchboards
+            assert any(
+                e164(q.number) == e164(change.new) and q.kind is not PhoneKind.corporate
+                for r in rs
+                if r.outcome is Outcome.found
+                for q in r.phones
+            )
             # never a number the contact holds, unless a refresh just replaced it in another slot
             assert e164(change.new) not in held_e164 - replaced
             assert NumberSlot(change.field) not in (

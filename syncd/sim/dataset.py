@@ -11,12 +11,20 @@ Routes (how a vendor can find a contact), in equal thirds for the routes that ma
 - `contactout`: no id anywhere; ContactOut finds the person by full name plus company.
 - `unknown`: nobody knows the person (a share carved out of the contactout third).
 A few persons are `garbage`: the vendor answers with an email `n/a` and a phone `not-a-number`.
+
+Numbers, as on real phonebooks: almost every contact holds a business number a person entered, and the
+vendors know a direct line beside it (InsideView: `phone` DIRECT, `corporatePhone` the business number the
+PBX holds; Leadfeeder: a landline). Colleagues (`colleague_share` of the contacts work at the company of an
+earlier contact) hold their company's switchboard (`Dataset.switchboard`) as their business number, and for
+`office_share` of the persons Leadfeeder lists that switchboard too, after the direct line (`Person.office`):
+a switchboard shared by colleagues, which syncd must never write into one person's contact.
 """
 
 from __future__ import annotations
 
 import random
 import unicodedata
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -77,6 +85,7 @@ class Person:
     leadfeeder_id: str | None
     garbage: bool = False
     known_by: frozenset[str] = field(default_factory=frozenset)
+    office: str | None = None  # E.164: the company's switchboard, when a vendor lists it for the person
 
     @property
     def full_name(self) -> str:
@@ -313,6 +322,8 @@ class Dataset:
         garbage_share: float = 0.02,
         iv_mobile_share: float = 0.9,
         namesake_share: float = 0.01,
+        colleague_share: float = 0.15,
+        office_share: float = 0.3,
     ):
         if size < 0:
             raise ValueError("size must be >= 0")
@@ -321,6 +332,8 @@ class Dataset:
         self.unknown_share = unknown_share
         self.garbage_share = garbage_share
         self.namesake_share = namesake_share
+        self.colleague_share = colleague_share
+        self.office_share = office_share
         # share of InsideView-route contacts whose mobile the PBX already holds (InsideView has none to give)
         self.iv_mobile_share = iv_mobile_share
         self.phonebooks = [Phonebook(id=i + 1, name=n) for i, n in enumerate(PHONEBOOK_NAMES)]
@@ -330,6 +343,11 @@ class Dataset:
         return random.Random((self.seed * 1_000_003 + index) * 4 + stream)
 
     def _identity(self, index: int) -> tuple[str, str, str]:
+        first, last, company, _ = self._identity_and_colleague(index)
+        return first, last, company
+
+    def _identity_and_colleague(self, index: int) -> tuple[str, str, str, bool]:
+        """(first, last, company, whether the contact joined an earlier contact's company)."""
         rng = self._rng(index, 0)
         first = rng.choice(FIRST_NAMES)
         last = rng.choice(LAST_NAMES)
@@ -342,9 +360,18 @@ class Dataset:
         if index > 0 and rng.random() < self.namesake_share:
             # a namesake: another person of the same name at the same company (big firms have them),
             # which identity matching must refuse as ambiguous
-            return self._identity(rng.randrange(index))
+            return (*self._identity(rng.randrange(index)), False)
         company = f"{stem} {region} {trade} {suffix}".strip()
-        return first, last, company
+        # drawn after everything else, so names stay what they were: a colleague of a recent contact
+        if index > 0 and rng.random() < self.colleague_share:
+            company = self._identity(index - 1 - rng.randrange(min(index, 8)))[2]
+            return first, last, company, True
+        return first, last, company, False
+
+    def switchboard(self, company: str) -> str:
+        """The company's switchboard (E.164), the same for every colleague."""
+        rng = random.Random(zlib.crc32(f"{self.seed}|{company}".encode()))
+        return self._e164(rng, "landline")
 
     def route(self, contact_id: int) -> Route:
         index = contact_id - 1
@@ -408,7 +435,7 @@ class Dataset:
         if not 0 <= index < self.size:
             raise IndexError(index)
         cid = index + 1
-        first, last, company = self._identity(index)
+        first, last, company, colleague = self._identity_and_colleague(index)
         rng = self._rng(index, 1)
         person_rng = self._rng(index, 2)
         route = self.route(cid)
@@ -431,6 +458,9 @@ class Dataset:
         else:
             # switchboard number, as entered by a person
             numbers["business_number"] = self._as_entered(self._e164(rng, "landline"), rng)
+            if colleague:
+                # a colleague of an earlier contact: a person entered the company's switchboard
+                numbers["business_number"] = self._as_entered(self.switchboard(company), rng)
             if route is Route.insideview and rng.random() < self.iv_mobile_share:
                 # these already have the person's mobile in the PBX, in some notation
                 mobile = self._mobile_for(person_rng)
@@ -510,6 +540,7 @@ class Dataset:
             leadfeeder_id=str(LEADFEEDER_ID_BASE + contact_id) if route is Route.leadfeeder else None,
             garbage=garbage,
             known_by=frozenset(known),
+            office=self.switchboard(company) if rng.random() < self.office_share else None,
         )
 
     def persons(self) -> Iterator[Person]:

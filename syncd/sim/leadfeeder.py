@@ -215,6 +215,16 @@ class LeadfeederSimulator:
                 }
                 for number, kind in ((person.mobile, "mobile"), (person.direct, "landline"))
             ]
+            if person.office is not None:
+                # the company's switchboard, which Leadfeeder files as one more landline of the person
+                phones.append(
+                    {
+                        "number": _spaced(person.office),
+                        "type": "landline",
+                        "blacklisted": self.is_blacklisted(vendor_id, "landline"),
+                        "source": source,
+                    }
+                )
         honorific_pick = _unit("honorific", vendor_id)
         honorific = _HONORIFICS[int(honorific_pick * 10)] if honorific_pick < 0.3 else None
         attributes: dict[str, Any] = {

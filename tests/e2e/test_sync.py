@@ -455,10 +455,15 @@ def test_a_person_editing_or_deleting_a_contact_during_the_run_wins(gated: tuple
     assert env.pbx.contact(1)["email"] == "typed.by@person.example"
     assert env.pbx.contact(1)["remark"] == before[1]["remark"]  # nothing of the superseded update went
 
-    # the next run plans contact 1 again: the title, never over the person's email; 4 is tombstoned
+    # the next run plans contact 1 again: the title and the direct line beside the person's business
+    # number, never over the person's email; 4 is tombstoned
     again = env.sync()
     assert again.code == 0, again.err
-    assert {(e["contact_id"], e["field"]) for e in again.event("contact.changed")} == {(1, "title")}
+    assert {(e["contact_id"], e["field"]) for e in again.event("contact.changed")} == {
+        (1, "title"),
+        (1, "business_number2"),
+    }
+    assert numbers_of(env.pbx.contact(1))["business_number2"] == env.dataset.person(1).direct
     assert env.pbx.contact(1)["email"] == "typed.by@person.example"
     assert env.pbx.contact(1)["remark"] == "Call before 10am\nTitle: CFO"
     with env.store() as store:

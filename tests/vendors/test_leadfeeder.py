@@ -130,9 +130,12 @@ async def test_found_and_absent_ids() -> None:
         assert [(e.address, e.kind, e.verification) for e in result.emails] == [
             (person.work_email, EmailKind.work, None)
         ]
+        # the company's switchboard, when Leadfeeder lists it, comes after the person's own numbers
+        office = [(person.office, PhoneKind.landline)] if person.office else []
         assert [(p.number, p.kind) for p in result.phones] == [
             (person.mobile, PhoneKind.mobile),
             (person.direct, PhoneKind.landline),
+            *office,
         ]
         assert result.title == person.title
         assert result.full_name == person.full_name
@@ -276,13 +279,14 @@ async def test_blacklisted_phones_are_skipped() -> None:
             for number, kind, wire in (
                 (person.mobile, PhoneKind.mobile, "mobile"),
                 (person.direct, PhoneKind.landline, "landline"),
+                *([(person.office, PhoneKind.landline, "landline")] if person.office else []),
             )
             if not sim.is_blacklisted(lf_id(cid), wire)
         ]
         assert [(p.number, p.kind) for p in result.phones] == expected
         assert not any(p.blacklisted for p in result.phones)
         kept += len(expected)
-        skipped += 2 - len(expected)
+        skipped += (3 if person.office else 2) - len(expected)
     assert kept and skipped
 
 
