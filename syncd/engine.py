@@ -55,9 +55,12 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def pbx_token_key(base_url: str, client_id: str) -> str:
-    """The token cache's key for one PBX and API client."""
-    identity = f"{base_url.rstrip('/')}|{client_id}".encode()
+def pbx_token_key(base_url: str, client_id: str, client_secret: str = "") -> str:
+    """The token cache's key for one PBX and the credentials its token was minted with: a changed secret
+    is a new key, so a token minted with the old one is never reused. Only a keyed hash of the secret
+    goes into the key, never the secret itself."""
+    secret = hashlib.blake2b(client_secret.encode(), key=b"syncd-pbx-token", digest_size=16).hexdigest()
+    identity = f"{base_url.rstrip('/')}|{client_id}|{secret}".encode()
     return f"{PBX_TOKEN_SERVICE}:{hashlib.blake2b(identity, digest_size=8).hexdigest()}"
 
 
@@ -73,7 +76,8 @@ class StoreTokenCache:
 
     @classmethod
     def for_config(cls, store: StateStore, config: Config) -> StoreTokenCache:
-        return cls(store, pbx_token_key(str(config.pbx.base_url), config.pbx.client_id))
+        pbx = config.pbx
+        return cls(store, pbx_token_key(str(pbx.base_url), pbx.client_id, pbx.client_secret))
 
     def load(self) -> PbxToken | None:
         record = self.store.load_token(self.key)
@@ -669,7 +673,10 @@ def _holds(after: Contact, expected: Contact, update: ContactUpdate) -> bool:
         return False
     if update.job_title is not None and after.job_title != expected.job_title:
         return False
-    return update.numbers is None or after.numbers == expected.numbers
+    # memberships are sent with the numbers (sel_all books left out): they must come back unchanged
+    return update.numbers is None or (
+        after.numbers == expected.numbers and after.phonebook_ids == expected.phonebook_ids
+    )
 
 
 # --- entry points ---------------------------------------------------------------------------------

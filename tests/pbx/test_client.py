@@ -16,8 +16,8 @@ import pytest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from syncd.engine import StoreTokenCache
-from syncd.http import HttpSettings
 from syncd.errors import ServiceUnavailable
+from syncd.http import HttpSettings
 from syncd.pbx.client import MAX_RENEWALS, MemoryTokenCache, YeastarClient
 from syncd.pbx.errors import PbxAuthError, PbxError, PbxTokenUnavailable
 from syncd.sim.dataset import Dataset
