@@ -49,7 +49,7 @@ log = get_logger("syncd.pbx")
 API = "/openapi/v1.0/"
 MAX_PAGE_SIZE = 10_000
 MAX_QUERY_IDS = 100
-MAX_RENEWALS = 4  # 10004 answers one call may meet, each followed by a renewal, before it gives up
+MAX_RENEWALS = 16  # 10004 answers one call may meet (each followed by a renewal) before it gives up
 QUERY_PARAMS = ("ids", "id")
 SEL_ALL = "sel_all"
 
@@ -222,6 +222,7 @@ class YeastarClient:
         self._listed_names: dict[int, str] = {}  # contact_name of each contact the listing gave
         self._last_first = False  # the listing was seen to render contact_name as "Last First"
         self._phonebooks: list[dict[str, Any]] | None = None  # phonebook/list, read once per client
+        self._denied: dict[str, PbxPermissionError] = {}  # endpoint -> the 10005 it got: not asked again
 
     # --- tokens ---------------------------------------------------------------------------------
     def _remember(self, body: Mapping[str, Any]) -> PbxToken:
@@ -347,6 +348,8 @@ class YeastarClient:
         """
         renewals = 0
         while True:
+            if endpoint in self._denied:
+                raise self._denied[endpoint]
             token = await self.ensure_token()
             query = {**(params or {}), "access_token": token}
             response = await self.http.request(method, API + endpoint, params=query, json=json)
@@ -370,7 +373,8 @@ class YeastarClient:
             if code in (70004, 70087):  # the IP is blocked or not allowed: no point going on
                 raise PbxAuthError(code, errmsg, AUTH_HINTS[code])
             if code == 10005:  # ACCESS DENIED on a data call: the API app lacks a permission
-                raise PbxPermissionError(code, errmsg, endpoint)
+                denied = self._denied[endpoint] = PbxPermissionError(code, errmsg, endpoint)
+                raise denied
             raise error_for(code, errmsg, endpoint)
 
     # --- contacts -------------------------------------------------------------------------------
