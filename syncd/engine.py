@@ -303,7 +303,9 @@ class SyncEngine:
                 raise ConfigError(
                     "sync.phonebooks", f"no phonebook named {', '.join(map(repr, missing))} on the PBX"
                 )
-            in_scope = phonebook_filter(ids.values())
+            # an "All Company Contacts" phonebook (sel_all) holds every contact, listed in it or not
+            every = await pbx.sel_all_phonebook_ids()
+            in_scope = None if every & set(ids.values()) else phonebook_filter(ids.values())
 
         async def pages() -> Any:
             async for page in pbx.iter_contact_pages(self.config.pbx.page_size):

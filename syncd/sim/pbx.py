@@ -226,6 +226,7 @@ class PbxSimulator:
         # The "All Company Contacts" phonebook (member_select sel_all): see all_contacts_phonebook().
         self.sel_all_id: int | None = None
         self.refuse_sel_all_members = True
+        self.sel_all_listed = True
         self.refused_members = 0  # updates refused for naming the sel_all phonebook
         self.faults = faults or Faults()
         self.calls: Counter[str] = Counter()  # every request that reached the app, by endpoint name
@@ -317,19 +318,21 @@ class PbxSimulator:
                 pair.access_expires = min(pair.access_expires, now)
 
     def all_contacts_phonebook(
-        self, name: str = "All Company Contacts", *, refuse_members: bool = True
+        self, name: str = "All Company Contacts", *, refuse_members: bool = True, listed: bool = True
     ) -> int:
         """Add the "All Company Contacts" phonebook (`member_select: sel_all`): it lists every contact
         (in each contact's phonebook_list too, as the docs' get example shows) and has no explicit members.
 
         Whether create/update accept its id in `phonebook_id_list` is UNCONFIRMED: `refuse_members`
-        answers 40002 to such a request; otherwise the id is accepted and ignored. Returns its id.
+        answers 40002 to such a request; otherwise the id is accepted and ignored. Whether a contact's
+        phonebook_list names it is UNCONFIRMED too (the docs' get example does): `listed`. Returns its id.
         """
         with self._lock:
             pid = max(self._phonebooks, default=0) + 1
             self._phonebooks[pid] = Phonebook(id=pid, name=name)
             self.sel_all_id = pid
             self.refuse_sel_all_members = refuse_members
+            self.sel_all_listed = listed
             self._refresh_flat()
             return pid
 
@@ -381,7 +384,7 @@ class PbxSimulator:
     def _books(self, r: _Rec) -> list[dict[str, Any]]:
         """A contact's phonebook_list: its explicit phonebooks, then the sel_all one (if any)."""
         books = [{"id": p, "name": self._phonebooks[p].name} for p in r.phonebooks]
-        if self.sel_all_id is not None:
+        if self.sel_all_id is not None and self.sel_all_listed:
             books.append({"id": self.sel_all_id, "name": self._phonebooks[self.sel_all_id].name})
         return books
 

@@ -64,8 +64,12 @@ class ExpireUpdates:
         await self.app(scope, receive, send)
 
 
-def synced_env(make_env: EnvFactory, setup: Callable[[Simulators], None] | None = None) -> tuple[Env, Result]:
-    env = make_env(dataset=Dataset(SIZE), setup=setup)
+def synced_env(
+    make_env: EnvFactory,
+    setup: Callable[[Simulators], None] | None = None,
+    edit: Callable[[str], str] | None = None,
+) -> tuple[Env, Result]:
+    env = make_env(dataset=Dataset(SIZE), setup=setup, edit=edit)
     env.import_links()
     return env, env.sync()
 
@@ -145,29 +149,35 @@ def test_a_changed_pbx_secret_is_noticed_not_hidden_by_the_cached_token(make_env
 # --- item 6: PBX behaviours the docs leave open -------------------------------------------------------
 
 
-@pytest.mark.parametrize("refuse", [True, False])
+@pytest.mark.parametrize(("refuse", "listed"), [(True, True), (False, True), (True, False)])
 def test_the_sel_all_phonebook_never_costs_an_update_or_a_membership(
-    make_env: EnvFactory, refuse: bool
+    make_env: EnvFactory, refuse: bool, listed: bool
 ) -> None:
     every: list[int] = []
     env, first = synced_env(
-        make_env, lambda s: every.append(s.pbx.all_contacts_phonebook(refuse_members=refuse))
+        make_env,
+        lambda s: every.append(s.pbx.all_contacts_phonebook(refuse_members=refuse, listed=listed)),
+        # syncing only that phonebook is syncing every contact, whether contacts name it or not
+        edit=lambda t: t.replace("[sync]\n", '[sync]\nphonebooks = ["All Company Contacts"]\n', 1),
     )
     [sel_all] = every
     before = {cid: sorted(p["id"] for p in c["phonebook_list"]) for cid, c in env.phonebook().items()}
     assert first.code == 0, first.err
+    assert finished(first)["in_scope"] == SIZE
     assert first.event("contact.rejected") == [] and first.event("contact.not_applied") == []
     assert env.pbx.refused_members == 0
     sent = [u["phonebook_id_list"] for u in env.pbx.updates if "phonebook_id_list" in u]
     assert sent and all(sel_all not in books for books in sent)
     after = {cid: sorted(p["id"] for p in c["phonebook_list"]) for cid, c in env.phonebook().items()}
     assert after == before  # memberships never change because of syncd
-    assert all(sel_all in books for books in after.values())
+    assert all((sel_all in books) == listed for books in after.values())
     calls = Counter(env.pbx.calls)
     second = env.sync()
     assert second.code == 0, second.err
     assert finished(second)["planned_updates"] == 0
-    assert (Counter(env.pbx.calls) - calls)["company_contact/update"] == 0
+    made = Counter(env.pbx.calls) - calls
+    assert made["company_contact/update"] == 0
+    assert made["phonebook/list"] == 1  # once per run
 
 
 @pytest.mark.parametrize("order", ["first_last", "last_first"])
