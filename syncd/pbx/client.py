@@ -222,6 +222,7 @@ class YeastarClient:
         self._listed_names: dict[int, str] = {}  # contact_name of each contact the listing gave
         self._last_first = False  # the listing was seen to render contact_name as "Last First"
         self._phonebooks: list[dict[str, Any]] | None = None  # phonebook/list, read once per client
+        self._phonebooks_lock = asyncio.Lock()  # concurrent updates wait for the one read
         self._denied: dict[str, PbxPermissionError] = {}  # endpoint -> the 10005 it got: not asked again
 
     # --- tokens ---------------------------------------------------------------------------------
@@ -510,8 +511,12 @@ class YeastarClient:
 
     async def phonebooks(self) -> list[dict[str, Any]]:
         """Every phonebook (id, name, member_select), read with phonebook/list once per client."""
-        if self._phonebooks is not None:
+        async with self._phonebooks_lock:
+            if self._phonebooks is None:
+                self._phonebooks = await self._list_phonebooks()
             return self._phonebooks
+
+    async def _list_phonebooks(self) -> list[dict[str, Any]]:
         books: list[dict[str, Any]] = []
         page = 1
         while True:
@@ -534,7 +539,6 @@ class YeastarClient:
             if page * 1000 >= total or not data:
                 break
             page += 1
-        self._phonebooks = books
         return books
 
     async def sel_all_phonebook_ids(self) -> frozenset[int]:

@@ -170,6 +170,7 @@ def test_the_sel_all_phonebook_never_costs_an_update_or_a_membership(
     assert sent and all(sel_all not in books for books in sent)
     after = {cid: sorted(p["id"] for p in c["phonebook_list"]) for cid, c in env.phonebook().items()}
     assert after == before  # memberships never change because of syncd
+    assert env.pbx.calls["phonebook/list"] == 1  # read once in the run, four updates in flight or not
     assert all((sel_all in books) == listed for books in after.values())
     calls = Counter(env.pbx.calls)
     second = env.sync()
