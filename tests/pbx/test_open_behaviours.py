@@ -12,6 +12,8 @@ import json
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import assume, given
+from hypothesis import strategies as st
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from syncd.errors import EXIT_CONFIG, ServiceUnavailable
@@ -209,6 +211,24 @@ def test_detailed_name_takes_the_listing_form_only_for_the_same_words() -> None:
     assert detailed_name("Ada", "Byron", "Lovelace Ada") == "Ada Byron"  # renamed since the listing
     assert detailed_name("Ada", "Byron", None, last_first=True) == "Byron Ada"
     assert detailed_name("Ada", "", "Ada") == "Ada"
+
+
+_part = st.text(st.characters(categories=["L"]), min_size=1, max_size=8)
+
+
+@given(first=_part, last=_part, last_first=st.booleans())
+def test_detailed_name_always_matches_the_listing_of_the_same_contact(
+    first: str, last: str, last_first: bool
+) -> None:
+    listed = f"{last} {first}" if last_first else f"{first} {last}"
+    assert detailed_name(first, last, listed) == listed
+    assert detailed_name(first, last, None, last_first=last_first) == listed
+
+
+@given(first=_part, last=_part, other=_part)
+def test_detailed_name_never_takes_a_listing_of_other_words(first: str, last: str, other: str) -> None:
+    assume(sorted(other.casefold().split()) != sorted(last.casefold().split()))
+    assert detailed_name(first, last, f"{other} {first}") == f"{first} {last}"
 
 
 # --- 10005 and 20002 ---------------------------------------------------------------------------------------
