@@ -39,7 +39,7 @@ from syncd.errors import (
 from syncd.logs import get_logger
 from syncd.merge import MergeResult, MergeSettings, apply_update, merge
 from syncd.model import Contact, ContactUpdate, FieldChange, Vendor
-from syncd.pbx.client import PbxToken, YeastarClient
+from syncd.pbx.client import QUERY_PARAM_MEMORY, PbxToken, YeastarClient
 from syncd.pbx.errors import PbxAuthError, PbxError, PbxRejected
 from syncd.pull import PullResult, phonebook_filter, pull_contacts
 from syncd.store import FieldState, JournalEntry, StateStore, TokenRecord
@@ -219,6 +219,7 @@ class SyncEngine:
             self.config.pbx.client_secret,
             token_cache=StoreTokenCache.for_config(self.store, self.config),
             transport=self.pbx_transport,
+            query_memory=QUERY_PARAM_MEMORY,
         )
         providers: Mapping[Vendor, Provider] = {}
         error: str | None = None

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -53,7 +53,8 @@ MAX_RENEWALS = 16  # 10004 answers one call may meet (each followed by a renewal
 QUERY_PARAMS = ("ids", "id")
 SEL_ALL = "sel_all"
 
-# base URL -> the company_contact/query parameter that PBX honours ("ids" or "id"), for this process
+# base URL -> the company_contact/query parameter that PBX honours ("ids" or "id"): the engine hands this
+# process-wide memory to each run's client; a client built without one remembers for itself only
 QUERY_PARAM_MEMORY: dict[str, str] = {}
 
 
@@ -204,6 +205,7 @@ class YeastarClient:
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.time,
         refresh_margin: float = 60.0,
+        query_memory: MutableMapping[str, str] | None = None,
     ) -> None:
         register_secret(client_secret)
         self._client_id = client_id
@@ -219,6 +221,7 @@ class YeastarClient:
         self.renewals = 0  # 10004 answers met (each followed by a renewal or a wait for one)
         self._fallback_login_used = False  # a refused refresh token buys one new login per client
         self._pbx_key = http.base_url.rstrip("/")
+        self._query_memory: MutableMapping[str, str] = {} if query_memory is None else query_memory
         self._listed_names: dict[int, str] = {}  # contact_name of each contact the listing gave
         self._last_first = False  # the listing was seen to render contact_name as "Last First"
         self._phonebooks: list[dict[str, Any]] | None = None  # phonebook/list, read once per client
@@ -440,7 +443,7 @@ class YeastarClient:
         none of the asked ids (a PBX that ignores a parameter it does not know). Only an answer holding
         some of the asked ids settles which parameter the PBX honours.
         """
-        known = QUERY_PARAM_MEMORY.get(self._pbx_key)
+        known = self._query_memory.get(self._pbx_key)
         order = (known, *(p for p in QUERY_PARAMS if p != known)) if known else QUERY_PARAMS
         asked = set(chunk)
         joined = ",".join(str(i) for i in chunk)
@@ -462,7 +465,7 @@ class YeastarClient:
             if any(_asked(r, asked) for r in records):
                 if known != name:
                     log.info("pbx.query_param", param=name)
-                QUERY_PARAM_MEMORY[self._pbx_key] = name
+                self._query_memory[self._pbx_key] = name
                 return records
             if not last:
                 log.info("pbx.query_param_unanswered", param=name, asked=len(chunk))

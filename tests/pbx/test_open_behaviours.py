@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Iterator
 
 import pytest
 from hypothesis import assume, given
@@ -17,21 +16,12 @@ from hypothesis import strategies as st
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from syncd.errors import EXIT_CONFIG, ServiceUnavailable
-from syncd.pbx import client as pbx_client
 from syncd.pbx.client import detailed_name
 from syncd.pbx.errors import PbxAuthError, PbxPermissionError, PbxTokenUnavailable
 from syncd.sim.dataset import Dataset
 from syncd.sim.pbx import PbxSimulator
 from tests.e2e.harness import endpoint_of
 from tests.pbx.test_client import all_ids, client, served
-
-
-@pytest.fixture(autouse=True)
-def forget_query_params() -> Iterator[None]:
-    """Each test meets its PBX for the first time (the memory is per base URL, for the process)."""
-    pbx_client.QUERY_PARAM_MEMORY.clear()
-    yield
-    pbx_client.QUERY_PARAM_MEMORY.clear()
 
 
 class RefuseRefresh:
@@ -130,17 +120,18 @@ async def test_query_finds_the_parameter_the_pbx_honours_and_remembers_it(
     reading: str, unknown: str, first_calls: int
 ) -> None:
     sim = PbxSimulator(Dataset(8), query_param=reading, unknown_query_param=unknown)
+    memory: dict[str, str] = {}  # what the engine keeps for the process (QUERY_PARAM_MEMORY)
     with served(sim.app) as url:
-        first = client(url)
+        first = client(url, query_memory=memory)
         assert sorted(await first.query_contacts([1, 2, 3])) == [1, 2, 3]
         assert sim.calls["company_contact/query"] == first_calls
         assert sorted(await first.query_contacts([4])) == [4]
-        second = client(url)  # the same PBX, a later run of this process
+        second = client(url, query_memory=memory)  # the same PBX, a later run of this process
         assert sorted(await second.query_contacts([5, 6])) == [5, 6]
         await first.close(revoke=False)
         await second.close(revoke=False)
     assert sim.calls["company_contact/query"] == first_calls + 2  # remembered: one call each
-    assert pbx_client.QUERY_PARAM_MEMORY[url.rstrip("/")] == ("id" if reading == "id" else "ids")
+    assert memory == {url.rstrip("/"): "id" if reading == "id" else "ids"}
 
 
 @pytest.mark.parametrize("reading", ["ids", "id"])
