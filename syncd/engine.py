@@ -41,7 +41,7 @@ from syncd.logs import get_logger
 from syncd.merge import MergeResult, MergeSettings, Skip, SkipReason, apply_update, merge
 from syncd.model import Contact, ContactUpdate, FieldChange, Vendor
 from syncd.owners import check_takeover, log_change, log_unlogged, taken_from_syncd, takeover_notes
-from syncd.pbx.client import PbxToken, YeastarClient
+from syncd.pbx.client import QUERY_PARAM_MEMORY, PbxToken, YeastarClient
 from syncd.pbx.errors import PbxAuthError, PbxError, PbxRejected
 from syncd.pull import PullResult, phonebook_filter, pull_contacts
 from syncd.store import FieldState, JournalEntry, OwnershipNote, StateStore, TokenRecord
@@ -60,9 +60,12 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def pbx_token_key(base_url: str, client_id: str) -> str:
-    """The token cache's key for one PBX and API client."""
-    identity = f"{base_url.rstrip('/')}|{client_id}".encode()
+def pbx_token_key(base_url: str, client_id: str, client_secret: str = "") -> str:
+    """The token cache's key for one PBX and the credentials its token was minted with: a changed secret
+    is a new key, so a token minted with the old one is never reused. Only a keyed hash of the secret
+    goes into the key, never the secret itself."""
+    secret = hashlib.blake2b(client_secret.encode(), key=b"syncd-pbx-token", digest_size=16).hexdigest()
+    identity = f"{base_url.rstrip('/')}|{client_id}|{secret}".encode()
     return f"{PBX_TOKEN_SERVICE}:{hashlib.blake2b(identity, digest_size=8).hexdigest()}"
 
 
@@ -78,7 +81,8 @@ class StoreTokenCache:
 
     @classmethod
     def for_config(cls, store: StateStore, config: Config) -> StoreTokenCache:
-        return cls(store, pbx_token_key(str(config.pbx.base_url), config.pbx.client_id))
+        pbx = config.pbx
+        return cls(store, pbx_token_key(str(pbx.base_url), pbx.client_id, pbx.client_secret))
 
     def load(self) -> PbxToken | None:
         record = self.store.load_token(self.key)
@@ -222,6 +226,7 @@ class SyncEngine:
             self.config.pbx.client_secret,
             token_cache=StoreTokenCache.for_config(self.store, self.config),
             transport=self.pbx_transport,
+            query_memory=QUERY_PARAM_MEMORY,
         )
         providers: Mapping[Vendor, Provider] = {}
         error: str | None = None
@@ -319,7 +324,9 @@ class SyncEngine:
                 raise ConfigError(
                     "sync.phonebooks", f"no phonebook named {', '.join(map(repr, missing))} on the PBX"
                 )
-            in_scope = phonebook_filter(ids.values())
+            # an "All Company Contacts" phonebook (sel_all) holds every contact, listed in it or not
+            every = await pbx.sel_all_phonebook_ids()
+            in_scope = None if every & set(ids.values()) else phonebook_filter(ids.values())
 
         async def pages() -> Any:
             async for page in pbx.iter_contact_pages(self.config.pbx.page_size):
@@ -724,7 +731,10 @@ def _holds(after: Contact, expected: Contact, update: ContactUpdate) -> bool:
         return False
     if update.job_title is not None and after.job_title != expected.job_title:
         return False
-    return update.numbers is None or after.numbers == expected.numbers
+    # memberships are sent with the numbers (sel_all books left out): they must come back unchanged
+    return update.numbers is None or (
+        after.numbers == expected.numbers and after.phonebook_ids == expected.phonebook_ids
+    )
 
 
 # --- entry points ---------------------------------------------------------------------------------

@@ -1,10 +1,21 @@
 """Yeastar P-Series OpenAPI client: token lifecycle, company contacts, phonebooks.
 
 Token policy (five failed logins block the caller's IP, and an app may hold at most 8 tokens):
-- a credential failure is never retried;
-- a still-valid token from the cache is reused, refreshed before expiry, and on errcode 10004 the call
-  is retried once after one refresh;
+- a credential failure (any login refusal, 10005 and 20002 included) is never retried;
+- a still-valid token from the cache is reused and refreshed before expiry;
+- errcode 10004: one refresh at a time; the calls that met the same stale token wait for it and retry
+  with the new token. A call that meets 10004 again is renewed again, at most MAX_RENEWALS times, then
+  it fails as "unavailable" (retry later, never a rejected contact). A refresh that fails transiently is
+  retried like any call; a refused refresh token falls back to one new login per client, never more;
 - at most one live token: every new token replaces the cached one, and `close(revoke=True)` revokes it.
+
+PBX behaviours the docs leave open, handled both ways:
+- `company_contact/query` takes `ids=` (parameter table) or `id=` (the docs' example): the one the PBX
+  honours is detected (40002, or none of the asked ids answered) and remembered per PBX;
+- an "All Company Contacts" phonebook (`member_select: sel_all`) takes no explicit members: it is never
+  sent in `phonebook_id_list` (phonebook/list is read once per client, i.e. per run);
+- `contact_name` (flat form) may render "Last First": the detailed form's name is given in the form the
+  listing rendered, so a contact read back after a write compares equal to the next listing.
 """
 
 from __future__ import annotations
@@ -12,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -22,13 +33,29 @@ from syncd.errors import MalformedResponse
 from syncd.http import HttpSettings, ServiceClient, json_body
 from syncd.logs import get_logger, register_secret
 from syncd.model import SLOT_FOR_FLAT, Contact, NumberSlot
-from syncd.pbx.errors import AUTH_HINTS, SERVICE, PbxAuthError, PbxError, TokenExpired, error_for
+from syncd.pbx.errors import (
+    AUTH_HINTS,
+    SERVICE,
+    PbxAuthError,
+    PbxError,
+    PbxPermissionError,
+    PbxRejected,
+    PbxTokenUnavailable,
+    error_for,
+)
 
 log = get_logger("syncd.pbx")
 
 API = "/openapi/v1.0/"
 MAX_PAGE_SIZE = 10_000
 MAX_QUERY_IDS = 100
+MAX_RENEWALS = 16  # 10004 answers one call may meet (each followed by a renewal) before it gives up
+QUERY_PARAMS = ("ids", "id")
+SEL_ALL = "sel_all"
+
+# base URL -> the company_contact/query parameter that PBX honours ("ids" or "id"): the engine hands this
+# process-wide memory to each run's client; a client built without one remembers for itself only
+QUERY_PARAM_MEMORY: dict[str, str] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +114,14 @@ def _token_text(value: Any) -> str:
     raise ValueError("not a token")
 
 
+def _asked(record: Any, asked: set[int]) -> bool | None:
+    """Is `record` one of the `asked` ids (None: it has no readable id)?"""
+    try:
+        return _int(record.get("id")) in asked
+    except (AttributeError, ValueError):
+        return None
+
+
 def parse_flat(record: Mapping[str, Any]) -> Contact:
     """A contact in the flat form of company_contact/list."""
     numbers = {
@@ -110,20 +145,42 @@ def parse_flat(record: Mapping[str, Any]) -> Contact:
     )
 
 
-def parse_detailed(record: Mapping[str, Any]) -> Contact:
-    """A contact in the detailed form of company_contact/get and /query."""
+def _words(text: str) -> list[str]:
+    return sorted(text.casefold().split())
+
+
+def detailed_name(first: str, last: str, listed: str | None, *, last_first: bool = False) -> str:
+    """The name of a detailed-form contact in the form the flat listing renders it.
+
+    `listed` is the `contact_name` the listing gave for this contact: when it is made of the same words
+    as first + last (in either order), it is the name (syncd never writes names, and the listing is what
+    the next run compares with). Otherwise the parts are joined in the order the PBX was seen to use.
+    """
+    parts = [p for p in ((last, first) if last_first else (first, last)) if p]
+    joined = " ".join(parts)
+    if listed is not None and listed != joined and _words(listed) == _words(joined):
+        return listed
+    return joined
+
+
+def parse_detailed(
+    record: Mapping[str, Any], listed: str | None = None, *, last_first: bool = False
+) -> Contact:
+    """A contact in the detailed form of company_contact/get and /query (`listed`: see detailed_name)."""
     numbers: dict[NumberSlot, str] = {}
-    listed = record.get("number_list") or []
-    if not isinstance(listed, list):
+    number_list = record.get("number_list") or []
+    if not isinstance(number_list, list):
         raise ValueError("number_list is not a list")
-    for item in listed:
+    for item in number_list:
         number = _text(item.get("number"))
         if number.strip():
             numbers[NumberSlot(item["num_type"])] = number
     books = record.get("phonebook_list") or []
     if not isinstance(books, list):
         raise ValueError("phonebook_list is not a list")
-    name = " ".join(p for p in (_text(record.get("first_name")), _text(record.get("last_name"))) if p)
+    name = detailed_name(
+        _text(record.get("first_name")), _text(record.get("last_name")), listed, last_first=last_first
+    )
     title = record.get("job_title")
     return Contact.build(
         _int(record["id"]),
@@ -148,6 +205,7 @@ class YeastarClient:
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Callable[[], float] = time.time,
         refresh_margin: float = 60.0,
+        query_memory: MutableMapping[str, str] | None = None,
     ) -> None:
         register_secret(client_secret)
         self._client_id = client_id
@@ -160,6 +218,15 @@ class YeastarClient:
         self.http = ServiceClient(http, transport=transport)
         self.logins = 0  # get_token calls made (tests and the lockout guard read it)
         self.refreshes = 0
+        self.renewals = 0  # 10004 answers met (each followed by a renewal or a wait for one)
+        self._fallback_login_used = False  # a refused refresh token buys one new login per client
+        self._pbx_key = http.base_url.rstrip("/")
+        self._query_memory: MutableMapping[str, str] = {} if query_memory is None else query_memory
+        self._listed_names: dict[int, str] = {}  # contact_name of each contact the listing gave
+        self._last_first = False  # the listing was seen to render contact_name as "Last First"
+        self._phonebooks: list[dict[str, Any]] | None = None  # phonebook/list, read once per client
+        self._phonebooks_lock = asyncio.Lock()  # concurrent updates wait for the one read
+        self._denied: dict[str, PbxPermissionError] = {}  # endpoint -> the 10005 it got: not asked again
 
     # --- tokens ---------------------------------------------------------------------------------
     def _remember(self, body: Mapping[str, Any]) -> PbxToken:
@@ -205,6 +272,7 @@ class YeastarClient:
         )
         code = int(body.get("errcode", -1))
         if code != 0:
+            # every refusal is final: the credential codes (10005, 20002) as much as the others
             hint = AUTH_HINTS.get(code, "the PBX refused the login (check [pbx] client_id and client_secret)")
             raise PbxAuthError(code, str(body.get("errmsg", "")), hint)
         log.info("pbx.token_issued")
@@ -217,8 +285,16 @@ class YeastarClient:
         self.refreshes += 1
         body = await self._post_envelope("refresh_token", {"refresh_token": token.refresh_token})
         if int(body.get("errcode", -1)) != 0:
-            # the refresh token was refused (expired early, revoked): one fresh login
+            # the refresh token was refused (expired early, revoked): one fresh login, never more
             log.info("pbx.refresh_refused", errcode=body.get("errcode"))
+            if self._fallback_login_used:
+                raise PbxTokenUnavailable(
+                    SERVICE,
+                    f"refresh_token: errcode {body.get('errcode')} again after a new login; "
+                    "not logging in again in this run",
+                    code=str(body.get("errcode")),
+                )
+            self._fallback_login_used = True
             return await self.get_token()
         log.info("pbx.token_refreshed")
         return self._remember(body)
@@ -269,8 +345,15 @@ class YeastarClient:
         params: Mapping[str, Any] | None = None,
         json: Mapping[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """One API call; raises a typed PbxError for a non-zero errcode."""
-        for attempt in range(2):
+        """One API call; raises a typed PbxError for a non-zero errcode.
+
+        10004 is never raised: the call is renewed and retried up to MAX_RENEWALS times, then fails with
+        PbxTokenUnavailable (a ServiceUnavailable: the caller keeps its work pending and tries later).
+        """
+        renewals = 0
+        while True:
+            if endpoint in self._denied:
+                raise self._denied[endpoint]
             token = await self.ensure_token()
             query = {**(params or {}), "access_token": token}
             response = await self.http.request(method, API + endpoint, params=query, json=json)
@@ -278,15 +361,25 @@ class YeastarClient:
             code = int(body.get("errcode", -1))
             if code == 0:
                 return body
-            error = error_for(code, str(body.get("errmsg", "")), endpoint)
-            if isinstance(error, TokenExpired) and attempt == 0:
-                log.info("pbx.token_expired", endpoint=endpoint)
+            errmsg = str(body.get("errmsg", ""))
+            if code == 10004:
+                if renewals >= MAX_RENEWALS:
+                    raise PbxTokenUnavailable(
+                        SERVICE,
+                        f"{endpoint}: errcode 10004 TOKEN EXPIRED after {renewals} token renewals",
+                        code="10004",
+                    )
+                renewals += 1
+                self.renewals += 1
+                log.info("pbx.token_expired", endpoint=endpoint, renewal=renewals)
                 await self._renew_after_expiry(token)
                 continue
             if code in (70004, 70087):  # the IP is blocked or not allowed: no point going on
-                raise PbxAuthError(code, str(body.get("errmsg", "")), AUTH_HINTS[code])
-            raise error
-        raise AssertionError("unreachable")  # pragma: no cover
+                raise PbxAuthError(code, errmsg, AUTH_HINTS[code])
+            if code == 10005:  # ACCESS DENIED on a data call: the API app lacks a permission
+                denied = self._denied[endpoint] = PbxPermissionError(code, errmsg, endpoint)
+                raise denied
+            raise error_for(code, errmsg, endpoint)
 
     # --- contacts -------------------------------------------------------------------------------
     async def iter_contact_pages(self, page_size: int = MAX_PAGE_SIZE) -> AsyncIterator[list[Contact]]:
@@ -315,10 +408,13 @@ class YeastarClient:
             contacts: list[Contact] = []
             for record in data:
                 try:
-                    contacts.append(parse_flat(record))
+                    contact = parse_flat(record)
                 except (KeyError, TypeError, ValueError, AttributeError) as exc:
                     rid = record.get("id") if isinstance(record, dict) else None
                     log.warning("pbx.malformed_contact", contact_id=rid, error=type(exc).__name__)
+                    continue
+                contacts.append(contact)
+                self._listed_names[contact.id] = contact.name
             yield contacts
             if page * size >= total or not data:
                 return
@@ -330,15 +426,9 @@ class YeastarClient:
         out: dict[int, Contact] = {}
         for start in range(0, len(wanted), MAX_QUERY_IDS):
             chunk = wanted[start : start + MAX_QUERY_IDS]
-            body = await self.call(
-                "GET", "company_contact/query", params={"ids": ",".join(str(i) for i in chunk)}
-            )
-            data = body.get("data") or []
-            if not isinstance(data, list):
-                raise MalformedResponse(SERVICE, "company_contact/query: data is not a list")
-            for record in data:
+            for record in await self._query_chunk(chunk):
                 try:
-                    contact = parse_detailed(record)
+                    contact = self._parse_detailed(record)
                 except (KeyError, TypeError, ValueError, AttributeError) as exc:
                     rid = record.get("id") if isinstance(record, dict) else None
                     log.warning("pbx.malformed_contact", contact_id=rid, error=type(exc).__name__)
@@ -353,13 +443,7 @@ class YeastarClient:
         out: dict[int, tuple[str, str]] = {}
         for start in range(0, len(wanted), MAX_QUERY_IDS):
             chunk = wanted[start : start + MAX_QUERY_IDS]
-            body = await self.call(
-                "GET", "company_contact/query", params={"ids": ",".join(str(i) for i in chunk)}
-            )
-            data = body.get("data") or []
-            if not isinstance(data, list):
-                raise MalformedResponse(SERVICE, "company_contact/query: data is not a list")
-            for record in data:
+            for record in await self._query_chunk(chunk):
                 try:
                     out[_int(record["id"])] = (
                         _text(record.get("first_name")).strip(),
@@ -368,6 +452,51 @@ class YeastarClient:
                 except (KeyError, TypeError, ValueError, AttributeError):
                     continue
         return out
+
+    async def _query_chunk(self, chunk: Sequence[int]) -> list[Any]:
+        """company_contact/query for `chunk`, with the parameter this PBX honours.
+
+        The remembered parameter is tried first, the other one after it when the answer is 40002 or holds
+        none of the asked ids (a PBX that ignores a parameter it does not know). Only an answer holding
+        some of the asked ids settles which parameter the PBX honours.
+        """
+        known = self._query_memory.get(self._pbx_key)
+        order = (known, *(p for p in QUERY_PARAMS if p != known)) if known else QUERY_PARAMS
+        asked = set(chunk)
+        joined = ",".join(str(i) for i in chunk)
+        records: list[Any] = []
+        for index, name in enumerate(order):
+            last = index + 1 == len(order)
+            try:
+                body = await self.call("GET", "company_contact/query", params={name: joined})
+            except PbxRejected as exc:
+                if exc.errcode != 40002 or last:
+                    raise
+                log.info("pbx.query_param_refused", param=name, errcode=exc.errcode)
+                continue
+            data = body.get("data") or []
+            if not isinstance(data, list):
+                raise MalformedResponse(SERVICE, "company_contact/query: data is not a list")
+            # unasked contacts are dropped; records without a readable id are kept (logged as malformed)
+            records = [r for r in data if _asked(r, asked) is not False]
+            if any(_asked(r, asked) for r in records):
+                if known != name:
+                    log.info("pbx.query_param", param=name)
+                self._query_memory[self._pbx_key] = name
+                return records
+            if not last:
+                log.info("pbx.query_param_unanswered", param=name, asked=len(chunk))
+        return records
+
+    def _parse_detailed(self, record: Mapping[str, Any]) -> Contact:
+        rid = record.get("id")
+        listed = self._listed_names.get(rid) if isinstance(rid, int) else None
+        if listed is not None and not self._last_first:
+            first, last = _text(record.get("first_name")), _text(record.get("last_name"))
+            if first and last and listed == f"{last} {first}" != f"{first} {last}":
+                self._last_first = True
+                log.info("pbx.name_order", order="last first")
+        return parse_detailed(record, listed, last_first=self._last_first)
 
     async def get_contact(self, contact_id: int) -> Contact | None:
         try:
@@ -382,37 +511,67 @@ class YeastarClient:
         if "id" not in data:
             data = {**data, "id": contact_id}
         try:
-            return parse_detailed(data)
+            return self._parse_detailed(data)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise MalformedResponse(
                 SERVICE, f"company_contact/get: malformed contact ({type(exc).__name__})"
             ) from None
 
     async def update_contact(self, contact_id: int, fields: Mapping[str, Any]) -> None:
-        """company_contact/update with `fields`; lists (number_list, phonebook_id_list) must be complete."""
-        await self.call("POST", "company_contact/update", json={"id": contact_id, **fields})
+        """company_contact/update with `fields`; lists (number_list, phonebook_id_list) must be complete.
 
-    async def phonebook_ids(self, names: Sequence[str]) -> dict[str, int]:
-        """Phonebook name -> id for the configured names (case-insensitive); missing names are absent."""
-        wanted = {n.casefold(): n for n in names}
-        found: dict[str, int] = {}
+        `phonebook_id_list` is sent without the "all contacts" phonebooks (sel_all): they hold every
+        contact and take no explicit members, so the list holds only the contact's sel_specific ones.
+        """
+        body = {"id": contact_id, **fields}
+        if "phonebook_id_list" in body:
+            every = await self.sel_all_phonebook_ids()
+            body["phonebook_id_list"] = [p for p in body["phonebook_id_list"] if p not in every]
+        await self.call("POST", "company_contact/update", json=body)
+
+    async def phonebooks(self) -> list[dict[str, Any]]:
+        """Every phonebook (id, name, member_select), read with phonebook/list once per client."""
+        async with self._phonebooks_lock:
+            if self._phonebooks is None:
+                self._phonebooks = await self._list_phonebooks()
+            return self._phonebooks
+
+    async def _list_phonebooks(self) -> list[dict[str, Any]]:
+        books: list[dict[str, Any]] = []
         page = 1
-        while wanted:
+        while True:
             body = await self.call("GET", "phonebook/list", params={"page": page, "page_size": 1000})
             data = body.get("data") or []
             try:
                 if not isinstance(data, list):
                     raise ValueError("data is not a list")
                 for book in data:
-                    key = str(book.get("name", "")).casefold()
-                    if key in wanted:
-                        found[wanted.pop(key)] = _int(book["id"])
+                    books.append(
+                        {
+                            "id": _int(book["id"]),
+                            "name": str(book.get("name", "")),
+                            "member_select": str(book.get("member_select", "")),
+                        }
+                    )
                 total = _int(body.get("total_number", 0))
             except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise MalformedResponse(SERVICE, f"phonebook/list: {exc}") from None
             if page * 1000 >= total or not data:
                 break
             page += 1
+        return books
+
+    async def sel_all_phonebook_ids(self) -> frozenset[int]:
+        return frozenset(b["id"] for b in await self.phonebooks() if b["member_select"] == SEL_ALL)
+
+    async def phonebook_ids(self, names: Sequence[str]) -> dict[str, int]:
+        """Phonebook name -> id for the configured names (case-insensitive); missing names are absent."""
+        wanted = {n.casefold(): n for n in names}
+        found: dict[str, int] = {}
+        for book in await self.phonebooks():
+            key = book["name"].casefold()
+            if key in wanted:
+                found[wanted.pop(key)] = book["id"]
         return found
 
     async def close(self, *, revoke: bool) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from syncd.errors import AuthError, ServiceError
+from syncd.errors import AuthError, ServiceError, ServiceUnavailable
 
 ERRCODES: dict[int, str] = {
     -2: "INTERNAL SERVER ERROR",
@@ -14,6 +14,7 @@ ERRCODES: dict[int, str] = {
     10003: "API VERSION UNSUPPORTED",
     10004: "TOKEN EXPIRED",
     10005: "ACCESS DENIED",
+    20002: "LOGIN FAILED",  # not in the docs' table: a public client reports wrong credentials so
     40001: "PARAMETER SYNTAX ERROR",
     40002: "PARAMETER ERROR",
     40003: "DUPLICATE KEY VALUE",
@@ -56,6 +57,10 @@ class PbxRejected(PbxError):
     """The PBX refused this contact's data (40001/40002/40003/60001/70093...): fail this contact only."""
 
 
+class PbxTokenUnavailable(ServiceUnavailable):
+    """The PBX kept answering 10004 although every refresh succeeded: try the whole call later."""
+
+
 class PbxAuthError(AuthError):
     """Login refused, IP blocked or not allowed, or token cap reached. Never retried automatically."""
 
@@ -75,7 +80,41 @@ AUTH_HINTS: dict[int, str] = {
         "wait for one to expire or revoke one"
     ),
     10005: "the PBX refused the client ID / client secret (check [pbx] client_id and client_secret)",
+    20002: "the PBX refused the client ID / client secret (check [pbx] client_id and client_secret)",
 }
+
+# Login refusals: never retried (five failed logins block the IP). 10005 and 20002 besides the
+# documented codes: third-party clients report wrong credentials as either.
+CREDENTIAL_CODES = frozenset({10005, 20002})
+
+# What each endpoint family needs the API application to be allowed (Integrations > API > permissions).
+PERMISSIONS: dict[str, str] = {
+    "company_contact/list": "Contacts (read)",
+    "company_contact/search": "Contacts (read)",
+    "company_contact/get": "Contacts (read)",
+    "company_contact/query": "Contacts (read)",
+    "company_contact/create": "Contacts (write)",
+    "company_contact/update": "Contacts (write)",
+    "company_contact/delete": "Contacts (write)",
+    "phonebook/list": "Phonebooks (read)",
+    "phonebook/get": "Phonebooks (read)",
+    "phonebook/query": "Phonebooks (read)",
+}
+
+
+class PbxPermissionError(PbxAuthError):
+    """10005 on a data call: the API application lacks a permission. A configuration error (78)."""
+
+    def __init__(self, errcode: int, errmsg: str, endpoint: str) -> None:
+        self.endpoint = endpoint
+        permission = PERMISSIONS.get(endpoint, endpoint)
+        super().__init__(
+            errcode,
+            errmsg,
+            f"the PBX's API application lacks the permission {permission!r} needed for {endpoint}; "
+            "grant it under Integrations > API on the PBX, then reload syncd",
+        )
+
 
 REJECTED_CODES = frozenset({40001, 40002, 40003, 60001, 70091, 70093})
 

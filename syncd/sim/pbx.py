@@ -41,6 +41,7 @@ ERRMSG: dict[int, str] = {
     10001: "INTERFACE NOT EXISTED",
     10004: "TOKEN EXPIRED",
     10005: "ACCESS DENIED",
+    20002: "LOGIN FAILED",
     40001: "PARAMETER SYNTAX ERROR",
     40002: "PARAMETER ERROR",
     60001: "DATA NOT FOUND",
@@ -143,6 +144,12 @@ class _TokenPair:
     refresh: str
     access_expires: float
     refresh_expires: float
+    uses: int = 0  # authenticated calls made with the access token
+
+
+NAME_ORDERS = ("first_last", "last_first")
+QUERY_PARAM_READINGS = ("both", "ids", "id")
+UNKNOWN_PARAM_READINGS = ("error", "ignore")
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,9 +181,12 @@ class PbxSimulator:
         clock: Callable[[], float] = time.monotonic,
         firmware_job_title: bool = False,
         max_contacts: int = 500_000,
-        contact_name_order: str = "first_last",
+        token_uses: int = 0,
+        name_order: str = "first_last",
+        query_param: str = "both",
+        unknown_query_param: str = "error",
+        login_refusal_errcode: int = 10005,
     ) -> None:
-        self._check_name_order(contact_name_order)
         self.client_id = client_id
         self.client_secret = client_secret
         self.token_lifetime = token_lifetime
@@ -188,10 +198,36 @@ class PbxSimulator:
         # Newer firmware adds `job_title` to the contact (flat and detailed forms, create and update).
         # Without it, a `job_title` sent in create/update is ignored like any unknown key (UNCONFIRMED).
         self.firmware_job_title = firmware_job_title
-        # The flat form's `contact_name`: nothing documents its word order, so either reading is served
-        # ("Jay Prichett", or "Prichett Jay" as some PBXs render it); the detailed form is unaffected.
-        self._name_order = contact_name_order
         self.max_contacts = max_contacts  # P570 / large Software edition: 500,000 company contacts
+        # --- switches for what the docs leave open (each reading of an UNCONFIRMED behaviour) ---
+        # An access token dies after this many authenticated calls (0 = only its lifetime counts):
+        # a "token storm" where tokens expire while requests are in flight.
+        self.token_uses = token_uses
+        # How the flat form's contact_name joins the parts: nothing documents the word order.
+        if name_order not in NAME_ORDERS:
+            raise ValueError(f"name_order: one of {NAME_ORDERS}")
+        self.name_order = name_order
+        # company_contact/query: the parameter table says `ids=`, the docs' example `id=`. "both" honours
+        # either; "ids"/"id" honours only that one. The other name is then either refused as a missing
+        # parameter ("error": 40002) or ignored like any unknown parameter ("ignore": an empty answer).
+        if query_param not in QUERY_PARAM_READINGS or unknown_query_param not in UNKNOWN_PARAM_READINGS:
+            raise ValueError("query_param / unknown_query_param: not a known reading")
+        self.query_param = query_param
+        self.unknown_query_param = unknown_query_param
+        # The errcode a refused login gets: 10005 ACCESS DENIED (the table's closest) or 20002 (a public
+        # Node client reports wrong credentials so).
+        self.login_refusal_errcode = login_refusal_errcode
+        # Endpoints the API application has no permission for: answered 10005 ACCESS DENIED.
+        self.denied: set[str] = set()
+        # Endpoint -> N: every Nth request to it answers HTTP 503 (e.g. {"refresh_token": 2}).
+        self.unavailable_every: dict[str, int] = {}
+        self.unavailable: Counter[str] = Counter()  # 503s answered that way, by endpoint
+        self._seen: Counter[str] = Counter()
+        # The "All Company Contacts" phonebook (member_select sel_all): see all_contacts_phonebook().
+        self.sel_all_id: int | None = None
+        self.refuse_sel_all_members = True
+        self.sel_all_listed = True
+        self.refused_members = 0  # updates refused for naming the sel_all phonebook
         self.faults = faults or Faults()
         self.calls: Counter[str] = Counter()  # every request that reached the app, by endpoint name
         self.updates: list[dict[str, Any]] = []  # every accepted company_contact/update body, in order
@@ -296,6 +332,33 @@ class PbxSimulator:
             for pair in self._tokens.values():
                 pair.access_expires = min(pair.access_expires, now)
 
+    def all_contacts_phonebook(
+        self, name: str = "All Company Contacts", *, refuse_members: bool = True, listed: bool = True
+    ) -> int:
+        """Add the "All Company Contacts" phonebook (`member_select: sel_all`): it lists every contact
+        (in each contact's phonebook_list too, as the docs' get example shows) and has no explicit members.
+
+        Whether create/update accept its id in `phonebook_id_list` is UNCONFIRMED: `refuse_members`
+        answers 40002 to such a request; otherwise the id is accepted and ignored. Whether a contact's
+        phonebook_list names it is UNCONFIRMED too (the docs' get example does): `listed`. Returns its id.
+        """
+        with self._lock:
+            pid = max(self._phonebooks, default=0) + 1
+            self._phonebooks[pid] = Phonebook(id=pid, name=name)
+            self.sel_all_id = pid
+            self.refuse_sel_all_members = refuse_members
+            self.sel_all_listed = listed
+            self._refresh_flat()
+            return pid
+
+    def set_name_order(self, order: str) -> None:
+        """Switch how the listing renders contact_name ("first_last" or "last_first")."""
+        if order not in NAME_ORDERS:
+            raise ValueError(f"name_order: one of {NAME_ORDERS}")
+        with self._lock:
+            self.name_order = order
+            self._refresh_flat()
+
     def unblock(self, ip: str = "127.0.0.1") -> None:
         """What an admin does under Security > Blocked IPs: lift the block and forget the failures."""
         with self._lock:
@@ -328,6 +391,23 @@ class PbxSimulator:
             "",
         )
 
+    def _refresh_flat(self) -> None:
+        for cid, rec in self._recs.items():
+            self._flat[cid] = self._flat_bytes(cid, rec)
+        self._sorted.clear()
+
+    def _books(self, r: _Rec) -> list[dict[str, Any]]:
+        """A contact's phonebook_list: its explicit phonebooks, then the sel_all one (if any)."""
+        books = [{"id": p, "name": self._phonebooks[p].name} for p in r.phonebooks]
+        if self.sel_all_id is not None and self.sel_all_listed:
+            books.append({"id": self.sel_all_id, "name": self._phonebooks[self.sel_all_id].name})
+        return books
+
+    def _contact_name(self, r: _Rec) -> str:
+        if self.name_order == "last_first" and r.first_name and r.last_name:
+            return f"{r.last_name} {r.first_name}"
+        return _contact_name(r)
+
     def _put(self, cid: int, rec: _Rec) -> None:
         old = self._recs.get(cid)
         if old is not None:
@@ -356,35 +436,13 @@ class PbxSimulator:
         self._put(cid, rec)
         return cid
 
-    @staticmethod
-    def _check_name_order(order: str) -> None:
-        if order not in ("first_last", "last_first"):
-            raise ValueError(f"contact_name_order must be first_last or last_first, not {order!r}")
-
-    @property
-    def contact_name_order(self) -> str:
-        return self._name_order
-
-    @contact_name_order.setter
-    def contact_name_order(self, order: str) -> None:
-        """Switch the flat form's word order; every contact's cached flat form is rendered again."""
-        self._check_name_order(order)
-        with self._lock:
-            self._name_order = order
-            for cid, rec in self._recs.items():
-                self._flat[cid] = self._flat_bytes(cid, rec)
-
     def _flat_bytes(self, cid: int, r: _Rec) -> bytes:
         d: dict[str, Any] = {
             "id": cid,
-            "contact_name": (
-                f"{r.last_name} {r.first_name}"
-                if self._name_order == "last_first" and r.first_name and r.last_name
-                else _contact_name(r)
-            ),
+            "contact_name": self._contact_name(r),
             "company": r.company,
             "email": r.email,
-            "phonebook_list": [{"id": p, "name": self._phonebooks[p].name} for p in r.phonebooks],
+            "phonebook_list": self._books(r),
             "remark": r.remark,
         }
         d.update(zip(FLAT_NAMES, r.numbers, strict=True))
@@ -399,7 +457,7 @@ class PbxSimulator:
             "last_name": r.last_name,
             "company": r.company,
             "email": r.email,
-            "phonebook_list": [{"id": p, "name": self._phonebooks[p].name} for p in r.phonebooks],
+            "phonebook_list": self._books(r),
             "remark": r.remark,
             "number_list": [{"num_type": SLOTS[i].value, "number": n} for i, n in enumerate(r.numbers) if n],
             "zip_code": r.zip_code,
@@ -452,6 +510,11 @@ class PbxSimulator:
             missing = [p for p in ids if p not in self._phonebooks]
             if missing:
                 raise PbxError(70093, f"phonebook_id_list: {missing[0]}")
+            if self.sel_all_id in ids:
+                if self.refuse_sel_all_members:
+                    self.refused_members += 1
+                    raise PbxError(40002, f"phonebook_id_list: {self.sel_all_id} takes no explicit members")
+                ids = [p for p in ids if p != self.sel_all_id]
             books = tuple(sorted(set(ids)))
             values["phonebooks"] = self._pb_tuples.setdefault(books, books)
         it = self._intern
@@ -462,6 +525,15 @@ class PbxSimulator:
     # --- HTTP ---------------------------------------------------------------------------------------
     async def _handle(self, request: Request) -> Response:
         name = request.path_params.get("endpoint") or request.url.path
+        every = self.unavailable_every.get(name)
+        if every:
+            with self._lock:
+                self._seen[name] += 1
+                due = self._seen[name] % every == 0
+                if due:
+                    self.unavailable[name] += 1
+            if due:
+                return Response(b"Service Unavailable", status_code=503, media_type="text/plain")
         try:
             payload = await self._dispatch(request, name)
         except PbxError as exc:
@@ -496,6 +568,8 @@ class PbxSimulator:
         with self._lock:
             if endpoint.auth:
                 self._check_token(query.get("access_token"))
+                if name in self.denied:
+                    raise PbxError(10005)
             return endpoint.handler(query, body, ip)
 
     def _check_block(self, ip: str) -> None:
@@ -514,6 +588,9 @@ class PbxSimulator:
     def _check_token(self, token: str | None) -> None:
         pair = self._tokens.get(token or "")
         if pair is None or pair.access_expires <= self.clock():
+            raise PbxError(10004)
+        pair.uses += 1
+        if self.token_uses and pair.uses > self.token_uses:
             raise PbxError(10004)
 
     # --- tokens ---------------------------------------------------------------------------------------
@@ -551,8 +628,9 @@ class PbxSimulator:
             self.failed_logins[ip] = count
             if count >= self.block_after:
                 self.blocked[ip] = self.clock() + self.block_seconds
-            # The errcode for wrong credentials is UNCONFIRMED; 10005 ACCESS DENIED is the table's closest.
-            raise PbxError(10005)
+            # The errcode for wrong credentials is UNCONFIRMED: 10005 ACCESS DENIED (the table's closest)
+            # by default, 20002 with login_refusal_errcode.
+            raise PbxError(self.login_refusal_errcode)
         self.failed_logins.pop(ip, None)
         if self._live_count() >= self.max_tokens:
             raise PbxError(60002)
@@ -609,6 +687,11 @@ class PbxSimulator:
         return _ok(data=self._detail(cid, rec))
 
     def _contact_query(self, q: Mapping[str, str], _body: dict[str, Any], _ip: str) -> bytes:
+        if self.query_param != "both":
+            other = "id" if self.query_param == "ids" else "ids"
+            q = {k: v for k, v in q.items() if k != other}  # the other name is not a parameter here
+            if not q.get(self.query_param) and self.unknown_query_param == "ignore":
+                return _ok(data=[])
         ids = _ids_param(q)
         return _ok(data=[self._detail(cid, self._recs[cid]) for cid in ids if cid in self._recs])
 
@@ -635,14 +718,23 @@ class PbxSimulator:
         return _ok()
 
     # --- phonebooks -----------------------------------------------------------------------------------
+    def _member_select(self, p: Phonebook) -> str:
+        return "sel_all" if p.id == self.sel_all_id else "sel_specific"
+
     def _pb_summary(self, p: Phonebook) -> dict[str, Any]:
-        return {"id": p.id, "name": p.name, "total": self._pb_total[p.id], "member_select": "sel_specific"}
+        total = len(self._recs) if p.id == self.sel_all_id else self._pb_total[p.id]
+        return {"id": p.id, "name": p.name, "total": total, "member_select": self._member_select(p)}
 
     def _pb_bytes(self, p: Phonebook) -> bytes:
         flat = self._flat
         recs = self._recs
-        members = [flat[cid] for cid in self._sorted_ids("id", "asc") if p.id in recs[cid].phonebooks]
-        head = _encode({"id": p.id, "name": p.name, "member_select": "sel_specific", "total": len(members)})
+        every = p.id == self.sel_all_id
+        members = [
+            flat[cid] for cid in self._sorted_ids("id", "asc") if every or p.id in recs[cid].phonebooks
+        ]
+        head = _encode(
+            {"id": p.id, "name": p.name, "member_select": self._member_select(p), "total": len(members)}
+        )
         return b'%b,"contacts_list":[%b]}' % (head[:-1].encode(), b",".join(members))
 
     def _phonebook_list(self, q: Mapping[str, str], _body: dict[str, Any], _ip: str) -> bytes:
@@ -706,7 +798,7 @@ def _ids_param(q: Mapping[str, str]) -> list[int]:
     raw = q.get(name) or ""
     parts = [p.strip() for p in raw.split(",") if p.strip()]
     if not parts:
-        raise PbxError(40002, "ids: required")
+        raise PbxError(40002, f"{name}: required")
     if not all(_INT_RE.fullmatch(p) for p in parts):
         raise PbxError(40002, f"{name}: comma-separated integers")
     ids = list(dict.fromkeys(int(p) for p in parts))

@@ -78,7 +78,7 @@ def contactout_found(make_env: EnvFactory, *, last_first: bool) -> tuple[int, Re
         index.by_email.clear()
         index.by_phone.clear()
         if last_first:
-            sims.pbx.contact_name_order = "last_first"
+            sims.pbx.set_name_order("last_first")
 
     env = make_env(dataset=Dataset(90), setup=setup)
     env.import_links()

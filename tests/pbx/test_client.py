@@ -16,9 +16,10 @@ import pytest
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from syncd.engine import StoreTokenCache
+from syncd.errors import ServiceUnavailable
 from syncd.http import HttpSettings
-from syncd.pbx.client import MemoryTokenCache, YeastarClient
-from syncd.pbx.errors import PbxAuthError, TokenExpired
+from syncd.pbx.client import MAX_RENEWALS, MemoryTokenCache, YeastarClient
+from syncd.pbx.errors import PbxAuthError, PbxError, PbxTokenUnavailable
 from syncd.sim.dataset import Dataset
 from syncd.sim.launch import PBX_CLIENT_ID, PBX_SECRET
 from syncd.sim.pbx import PbxSimulator
@@ -162,17 +163,19 @@ async def test_errcode_10004_refreshes_once_and_retries() -> None:
     assert (pbx.logins, pbx.refreshes) == (1, 1)
 
 
-async def test_errcode_10004_after_a_refresh_is_not_retried_again() -> None:
+async def test_errcode_10004_on_every_answer_is_renewed_a_bounded_number_of_times_then_unavailable() -> None:
     sim = PbxSimulator(Dataset(3))
     gate = AnswerExpired(sim.app, "company_contact/query", times=None)
     with served(gate) as url:
         pbx = client(url)
-        with pytest.raises(TokenExpired):
+        with pytest.raises(PbxTokenUnavailable) as caught:
             await pbx.query_contacts([1])
         await pbx.close(revoke=False)
-    assert gate.answered == 2  # the call and its one retry
-    assert sim.calls["refresh_token"] == 1
+    assert gate.answered == MAX_RENEWALS + 1  # the call and one retry after each renewal
+    assert sim.calls["refresh_token"] == MAX_RENEWALS
     assert sim.calls["get_token"] == 1
+    assert isinstance(caught.value, ServiceUnavailable)  # try later (75), never a rejected contact
+    assert not isinstance(caught.value, PbxError)
 
 
 # --- credentials -----------------------------------------------------------------------------------------

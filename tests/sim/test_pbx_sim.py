@@ -704,3 +704,106 @@ def test_faults_reach_the_client() -> None:
         faults.reset()
         assert api.get("company_contact/list")["total_number"] == 3
         assert faults.injected == {"error": 1, "drop": 1, "html": 1}
+
+
+# --- switches for the behaviours the docs leave open --------------------------------------------------
+
+
+def test_token_uses_makes_a_token_die_after_that_many_calls() -> None:
+    sim = PbxSimulator(Dataset(3), token_uses=2)
+    with serve(sim) as api:
+        assert api.get("company_contact/get", id=1)["errcode"] == 0
+        assert api.get("company_contact/get", id=2)["errcode"] == 0
+        assert api.get("company_contact/get", id=3)["errcode"] == 10004
+        assert sim.calls["company_contact/get"] == 3
+
+
+def test_unavailable_every_answers_503_to_every_nth_call_of_that_endpoint() -> None:
+    sim = PbxSimulator(Dataset(3))
+    sim.unavailable_every = {"company_contact/get": 2}
+    with SimServer(sim.app) as srv, httpx.Client(base_url=f"{srv.url}/openapi/v1.0/") as http:
+        token = http.post("get_token", json=CREDS, headers={"User-Agent": "OpenAPI"}).json()["access_token"]
+        statuses = [
+            http.get(
+                "company_contact/get", params={"id": 1, "access_token": token}, headers={"User-Agent": "x"}
+            ).status_code
+            for _ in range(4)
+        ]
+    assert statuses == [200, 503, 200, 503]
+    assert sim.unavailable["company_contact/get"] == 2
+    assert sim.calls["company_contact/get"] == 2  # the 503s never reached the API
+
+
+@pytest.mark.parametrize(
+    ("reading", "unknown", "by_ids", "by_id"),
+    [
+        ("both", "error", [1, 2], [1, 2]),
+        ("ids", "error", [1, 2], 40002),
+        ("ids", "ignore", [1, 2], []),
+        ("id", "error", 40002, [1, 2]),
+        ("id", "ignore", [], [1, 2]),
+    ],
+)
+def test_query_param_readings(reading: str, unknown: str, by_ids: Any, by_id: Any) -> None:
+    sim = PbxSimulator(Dataset(4), query_param=reading, unknown_query_param=unknown)
+    with serve(sim) as api:
+        for param, expected in (("ids", by_ids), ("id", by_id)):
+            answer = api.get("company_contact/query", **{param: "1,2"})
+            if isinstance(expected, int):
+                assert answer["errcode"] == expected
+            else:
+                assert answer["errcode"] == 0
+                assert [c["id"] for c in answer["data"]] == expected
+
+
+@pytest.mark.parametrize("order", ["first_last", "last_first"])
+def test_name_order_switches_the_listings_contact_name(order: str) -> None:
+    sim = PbxSimulator(Dataset(3), name_order=order)
+    with serve(sim) as api:
+        listed = api.get("company_contact/list")["data"][0]
+        detail = api.get("company_contact/get", id=listed["id"])["data"]
+        sim.set_name_order("first_last")
+        relisted = api.get("company_contact/list")["data"][0]
+    first, last = detail["first_name"], detail["last_name"]
+    assert listed["contact_name"] == (f"{last} {first}" if order == "last_first" else f"{first} {last}")
+    assert relisted["contact_name"] == f"{first} {last}"
+
+
+@pytest.mark.parametrize("refuse", [True, False])
+def test_the_all_contacts_phonebook_lists_everyone_and_takes_no_members(refuse: bool) -> None:
+    sim = PbxSimulator(Dataset(5))
+    every = sim.all_contacts_phonebook(refuse_members=refuse)
+    with serve(sim) as api:
+        books = {b["id"]: b for b in api.get("phonebook/list")["data"]}
+        assert books[every]["member_select"] == "sel_all" and books[every]["total"] == 5
+        assert all(b["member_select"] == "sel_specific" for i, b in books.items() if i != every)
+        assert api.get("phonebook/get", id=every)["data"]["total"] == 5
+        for record in api.get("company_contact/list")["data"]:
+            assert every in [p["id"] for p in record["phonebook_list"]]
+        before = [p["id"] for p in sim.contact(1)["phonebook_list"]]
+        answer = api.post("company_contact/update", {"id": 1, "phonebook_id_list": before})
+        specific = [p for p in before if p != every]
+        assert api.post("company_contact/update", {"id": 2, "phonebook_id_list": specific})["errcode"] == 0
+    if refuse:
+        assert answer["errcode"] == 40002 and str(every) in answer["errmsg"]
+        assert sim.refused_members == 1
+    else:
+        assert answer["errcode"] == 0 and sim.refused_members == 0
+    assert [p["id"] for p in sim.contact(1)["phonebook_list"]] == before
+
+
+@pytest.mark.parametrize("errcode", [10005, 20002])
+def test_login_refusal_errcode(errcode: int) -> None:
+    sim = PbxSimulator(Dataset(2), login_refusal_errcode=errcode)
+    with serve(sim, login=False) as api:
+        assert api.login(username=CLIENT_ID, password="wrong")["errcode"] == errcode
+        assert api.login()["errcode"] == 0
+
+
+def test_denied_endpoints_answer_10005_to_a_valid_token() -> None:
+    sim = PbxSimulator(Dataset(2))
+    sim.denied = {"company_contact/update"}
+    with serve(sim) as api:
+        assert api.get("company_contact/list")["errcode"] == 0
+        assert api.post("company_contact/update", {"id": 1, "email": "a@example.com"})["errcode"] == 10005
+    assert sim.updates == []
