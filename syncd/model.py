@@ -214,6 +214,9 @@ class LookupRequest:
     email: str = ""
     phones: tuple[str, ...] = ()
     vendor_id: str | None = None  # known identity at this vendor (imported or matched link)
+    # what can still be written for the contact: a provider that can choose what it buys asks only for these
+    need_email: bool = True
+    need_phones: bool = True
 
 
 # --- merge output -------------------------------------------------------------------------------

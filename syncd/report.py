@@ -232,6 +232,14 @@ def plan_rows(summary: RunSummary) -> Iterable[dict[str, Any]]:
                 "name": planned.contact.name,
                 "field": key,
             }
+    yield from purchase_rows(summary)
+
+
+def purchase_rows(summary: RunSummary) -> Iterable[dict[str, Any]]:
+    """A dry run that bought nothing: per vendor, what a real run would buy (see `VendorTally`)."""
+    for vendor, counts in (summary.counts.get("vendors") or {}).items():
+        if "would_buy" in counts:
+            yield {"event": "plan.purchase", "vendor": vendor, **counts["would_buy"]}
 
 
 def print_plan(summary: RunSummary, stream: TextIO | None = None) -> None:
@@ -259,6 +267,19 @@ def print_plan(summary: RunSummary, stream: TextIO | None = None) -> None:
     console.print(table)
     changes = sum(1 for r in rows if r["event"] == "plan.change")
     console.print(f"{changes} change(s) planned; nothing was written to the PBX")
+    buys = [r for r in rows if r["event"] == "plan.purchase"]
+    if buys:
+        what = Table("vendor", "lookups", "most credits", "budget left", title="a real run would buy")
+        for row in buys:
+            left = row["budget_left"]
+            what.add_row(
+                row["vendor"],
+                str(row["lookups"]),
+                str(row["max_credits"]),
+                "-" if left is None else str(left),
+            )
+        console.print(what)
+        console.print("nothing was bought; --dry-run --buy buys and caches what the plan needs")
 
 
 def print_summary(summary: RunSummary, stream: TextIO | None = None) -> None:
