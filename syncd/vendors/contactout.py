@@ -17,7 +17,11 @@ Where the contact data comes from (`contact_fetch`):
   emails and phones of an accepted profile are bought afterwards with `GET /v1/people/linkedin?profile=
   &include_phone=true` (1 email + 1 phone credit when found). A refused match then costs 1 credit, not 3.
 - "inline" (default): People Enrich with `include: [work_email, personal_email, phone]`: one call per
-  contact, but a refused or ambiguous profile is paid in full (search + email + phone).
+  contact, but a refused or ambiguous profile is paid in full (search + email + phone). Measured on the
+  2,000-contact demo: 1,587 credits against 1,575 for "after_match" (21 against 9 on the 9 refused
+  matches), 0.8% more, within 2%, for 622 fewer calls: inline stays the default.
+Either way only the kinds the contact still needs are bought (`LookupRequest.need_email` / `need_phones`:
+`include`, `include_phone`, `email_type=none`); a known URL that needs neither is not asked.
 
 Refresh of known people (`vendor_id` = a LinkedIn profile URL), by `batch_mode`:
 - "auto": 31 or more distinct URLs in one lookup -> v2 async bulk (`POST /v2/people/linkedin/batch`, at most
