@@ -269,7 +269,14 @@ def print_plan(summary: RunSummary, stream: TextIO | None = None) -> None:
     console.print(f"{changes} change(s) planned; nothing was written to the PBX")
     buys = [r for r in rows if r["event"] == "plan.purchase"]
     if buys:
-        what = Table("vendor", "lookups", "most credits", "budget left", title="a real run would buy")
+        what = Table(
+            "vendor",
+            "lookups",
+            "most credits",
+            "budget left",
+            "most within budget",
+            title="a real run would buy",
+        )
         for row in buys:
             left = row["budget_left"]
             what.add_row(
@@ -277,6 +284,7 @@ def print_plan(summary: RunSummary, stream: TextIO | None = None) -> None:
                 str(row["lookups"]),
                 str(row["max_credits"]),
                 "-" if left is None else str(left),
+                str(row["max_credits_within_budget"]),
             )
         console.print(what)
         console.print("nothing was bought; --dry-run --buy buys and caches what the plan needs")

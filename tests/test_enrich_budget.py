@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
+import re
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
 
-from syncd.enrich import Budget, EnrichmentOutcome, Waterfall, affordable
+from syncd.enrich import Budget, EnrichmentOutcome, VendorTally, Waterfall, affordable
 from syncd.merge import MergeSettings
 from syncd.model import Contact, EnrichmentResult, LookupRequest, NumberSlot, Outcome, Vendor
 from syncd.store import StateStore
@@ -229,3 +231,36 @@ def test_affordable_takes_in_order_and_skips_what_does_not_fit() -> None:
     budget.settle(6, 2)
     assert (budget.spent, budget.reserved, budget.left) == (6, 0, 4)
     assert Budget(None).left is None
+
+
+def test_the_estimate_is_printed_as_json_lines_and_as_a_table() -> None:
+    import io
+
+    from syncd.engine import RunSummary
+    from syncd.report import print_plan
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    summary = RunSummary(run_id="r", mode="dry_run", started_at=T0)
+    tally = EnrichmentOutcome(results={}).tallies.setdefault(Vendor.contactout, VendorTally())
+    tally.estimate_lookups, tally.estimate_credits, tally.budget_left = 12, 70, 50
+    summary.counts["vendors"] = {"contactout": tally.budget_counts(estimate=True)}
+    lines = io.StringIO()
+    print_plan(summary, lines)
+    assert [json.loads(line) for line in lines.getvalue().splitlines()] == [
+        {
+            "event": "plan.purchase",
+            "vendor": "contactout",
+            "lookups": 12,
+            "max_credits": 70,
+            "budget_left": 50,
+            "max_credits_within_budget": 50,
+        }
+    ]
+    table = Terminal()
+    print_plan(summary, table)
+    text = table.getvalue()
+    assert "a real run would buy" in text and "nothing was bought" in text
+    assert re.search(r"contactout\W+12\W+70\W+50\W+50", text)
