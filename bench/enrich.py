@@ -6,7 +6,7 @@ are complete at their vendor (every InsideView-route contact already has its mob
 `garbage_share=0`), so a linked contact needs nothing from ContactOut. The routes are a third each:
 InsideView-linked, Leadfeeder-linked, and the rest for ContactOut (a tenth of all contacts nobody knows).
 The links CSV is imported first (`syncd links import`'s code path), then one `SyncEngine` run in dry-run
-mode (no push) pulls the contacts and runs the waterfall with the providers the config builds.
+mode that buys (`--dry-run --buy`: no push) pulls the contacts and runs the waterfall with the providers the config builds.
 
 Timed: `SyncEngine._enrich` alone. Calls are the simulators' own counts during that phase; credits are
 both what syncd booked (the waterfall's tallies) and what the simulators charged.
@@ -191,7 +191,7 @@ def _run(contacts: int, contact_fetch: str | None) -> dict[str, Any]:
             links_s = time.perf_counter() - started
             store = StateStore.open(config.sync.state_url)
             with store.lock():
-                engine = TimedEnrichEngine(config, store, dry_run=True)
+                engine = TimedEnrichEngine(config, store, dry_run=True, buy=True)
                 engine.sims = sims
                 engine.contact_fetch_override = contact_fetch
                 run_started = time.perf_counter()

@@ -82,7 +82,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--dry-run",
         action="store_true",
-        help="with --sync-now: plan and print every change, write nothing to the PBX",
+        help="with --sync-now: plan from the cached vendor answers and print every change and what a real "
+        "run would buy; writes nothing to the PBX and buys nothing",
+    )
+    parser.add_argument(
+        "--buy",
+        action="store_true",
+        help="with --dry-run: first buy (and cache) the vendor answers the plan needs",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
 
@@ -165,6 +171,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.dry_run and not args.sync_now:
         parser.error("--dry-run needs --sync-now")
+    if args.buy and not args.dry_run:
+        parser.error("--buy needs --dry-run")
     if args.command and args.sync_now:
         parser.error(f"--sync-now cannot be combined with {args.command}")
     configure_logging(json=_json_logs(args), verbosity=_verbosity(args))
@@ -231,7 +239,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     if args.sync_now:
         from syncd.engine import run_once
 
-        return run_once(config, dry_run=args.dry_run)
+        return run_once(config, dry_run=args.dry_run, buy=args.buy)
 
     from syncd.daemon import run_daemon
 

@@ -192,6 +192,7 @@ class SyncEngine:
         store: StateStore,
         *,
         dry_run: bool = False,
+        buy: bool | None = None,
         mode: str | None = None,
         pbx_transport: httpx.AsyncBaseTransport | None = None,
         providers: Mapping[Vendor, Provider] | None = None,
@@ -203,6 +204,7 @@ class SyncEngine:
         self.config = config
         self.store = store
         self.dry_run = dry_run
+        self.buy = not dry_run if buy is None else buy  # a dry run buys nothing unless --buy
         self.mode = mode or ("dry_run" if dry_run else "sync")
         self.pbx_transport = pbx_transport
         self._providers = providers
@@ -382,6 +384,7 @@ class SyncEngine:
             budgets=budgets,
             clock=self.clock,
             on_progress=lambda _vendor, n: self.progress.advance("enrich", n),
+            buy=self.buy or not self.dry_run,
         )
         outcome = await fall.run(pulled.contacts, bases, states)
         summary.credits = outcome.credits
@@ -396,6 +399,7 @@ class SyncEngine:
                 "credits": t.credits,
                 **({"stopped": t.stopped} if t.stopped else {}),
                 **({"identity_mismatches": t.identity_mismatches} if t.identity_mismatches else {}),
+                **t.budget_counts(estimate=self.dry_run and not self.buy),
             }
             for v, t in outcome.tallies.items()
         }
@@ -740,8 +744,10 @@ def _holds(after: Contact, expected: Contact, update: ContactUpdate) -> bool:
 # --- entry points ---------------------------------------------------------------------------------
 
 
-def run_once(config: Config, *, dry_run: bool = False, progress: Progress | None = None) -> int:
-    """`syncd --sync-now [--dry-run]`: one run under the store's lock; returns the exit status."""
+def run_once(
+    config: Config, *, dry_run: bool = False, buy: bool = False, progress: Progress | None = None
+) -> int:
+    """`syncd --sync-now [--dry-run [--buy]]`: one run under the store's lock; returns the exit status."""
     from syncd.progress import for_terminal
     from syncd.report import print_plan, print_summary
 
@@ -749,7 +755,7 @@ def run_once(config: Config, *, dry_run: bool = False, progress: Progress | None
     display = progress or for_terminal()
     try:
         with store.lock():
-            engine = SyncEngine(config, store, dry_run=dry_run, progress=display)
+            engine = SyncEngine(config, store, dry_run=dry_run, buy=buy or not dry_run, progress=display)
             summary = asyncio.run(engine.run())
     finally:
         display.done()

@@ -6,12 +6,27 @@ Each contact flows through one stage per vendor, in order. A stage
   about it (no known id), or when the vendor is stopped (budget, credits, auth, unreachable);
 - answers from the ledger when a fresh answer is cached (found: `refresh_after`; not found:
   `retry_not_found_after`) for the same identity (the fingerprint);
-- otherwise queues the contact and asks the vendor in batches, within the monthly credit budget.
+- otherwise queues the contact and asks the vendor in batches, within the monthly credit budget, for
+  the kinds of data still open (`LookupRequest.need_email` / `need_phones`: no phone bought for a contact
+  whose number slots are all closed).
 Stages run concurrently, so a contact InsideView cannot help is at ContactOut while InsideView still
 works through its batches: the wall time approaches the slowest vendor's, not the sum of all.
 
 Every paid answer is written to the ledger (and its credits to the month's count) as soon as it
-arrives, dry run or not: credits spent are never spent twice.
+arrives: credits spent are never spent twice.
+
+Budgets (`Budget`, `affordable`): before a call the worst case of its requests (`Provider.max_cost`) is
+reserved; when the answer arrives the reservation is released and the real cost added to what is spent.
+A request is sent only while spent + in flight + its worst case stays within the budget, so the budget is
+never exceeded. A request that does not fit waits while other calls are in flight (their reservations are
+mostly released unspent); it is given up only when nothing is in flight and it still does not fit
+(`vendor.budget_exhausted`, once). Cheaper requests that still fit go on, so a binding budget ends used
+up to less than one dearest lookup, and a second run in the same month finds nothing that fits: it makes
+no call to that vendor.
+
+With `buy=False` (a dry run) nothing is bought: cached answers are used, and what a real run would ask
+is only counted per vendor (`VendorTally.estimate_lookups`, the worst case in `estimate_credits`, against
+`budget_left`).
 """
 
 from __future__ import annotations
@@ -26,7 +41,7 @@ from datetime import datetime, timedelta
 from syncd import crashpoint
 from syncd.errors import AuthError, MalformedResponse, OutOfCredits, ServiceError, ServiceUnavailable
 from syncd.logs import get_logger
-from syncd.merge import FieldStateLike, MergeSettings, open_wants
+from syncd.merge import FieldStateLike, MergeSettings, Want, open_wants
 from syncd.model import Contact, EnrichmentResult, LookupRequest, Outcome, Vendor
 from syncd.normalize import fold_company, fold_text
 from syncd.store import LedgerEntry, Link, StateStore, month_of
@@ -60,6 +75,30 @@ class VendorTally:
     lookups: int = 0  # provider.lookup calls
     stopped: str | None = None  # why the vendor was dropped for the rest of the run
     identity_mismatches: int = 0  # linked answers refused: the record is someone else's
+    over_budget: int = 0  # contacts not asked because their worst-case cost no longer fit the budget
+    budget_left: int | None = None  # the month's budget minus what is spent, at the end of the stage
+    estimate_lookups: int = 0  # dry run without buying: contacts a real run would ask
+    estimate_credits: int = 0  # ... and the most credits those lookups can cost
+
+    def budget_counts(self, *, estimate: bool = False) -> dict[str, object]:
+        """The budget's part of the run's per-vendor counts; with `estimate`, what a real run would buy."""
+        out: dict[str, object] = {}
+        if self.over_budget:
+            out["over_budget"] = self.over_budget
+        if self.budget_left is not None:
+            out["budget_left"] = self.budget_left
+        if estimate:
+            most = self.estimate_credits
+            out["would_buy"] = {
+                "lookups": self.estimate_lookups,
+                "max_credits": most,
+                "budget_left": self.budget_left,
+                # a real run never goes past the budget
+                "max_credits_within_budget": most
+                if self.budget_left is None
+                else min(most, self.budget_left),
+            }
+        return out
 
 
 @dataclass
@@ -78,6 +117,47 @@ class _Item:
     results: list[EnrichmentResult]
 
 
+# --- budgets --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Budget:
+    """One vendor's monthly credit budget during a run. `limit` None: no budget."""
+
+    limit: int | None
+    spent: int = 0  # this month, this run's answers included
+    reserved: int = 0  # worst case of the calls in flight
+
+    @property
+    def left(self) -> int | None:
+        """What a new call may still reserve (never negative)."""
+        if self.limit is None:
+            return None
+        return max(0, self.limit - self.spent - self.reserved)
+
+    def reserve(self, cost: int) -> None:
+        self.reserved += cost
+
+    def settle(self, reserved: int, charged: int) -> None:
+        """An answer arrived: its reservation is released and what it really cost is spent."""
+        self.reserved -= reserved
+        self.spent += max(0, charged)
+
+
+def affordable(costs: Sequence[int], left: int | None) -> list[int]:
+    """Positions (in order) of the requests to send now: each taken while the sum of the worst cases
+    taken so far plus its own stays within `left`; a dearer request does not block cheaper ones after it."""
+    if left is None:
+        return list(range(len(costs)))
+    taken: list[int] = []
+    total = 0
+    for pos, cost in enumerate(costs):
+        if total + cost <= left:
+            taken.append(pos)
+            total += cost
+    return taken
+
+
 class Waterfall:
     def __init__(
         self,
@@ -92,6 +172,7 @@ class Waterfall:
         clock: Callable[[], datetime],
         on_progress: Callable[[str, int], None] | None = None,
         max_inflight: int = 16,
+        buy: bool = True,
     ) -> None:
         self.providers = providers
         self.order = [v for v in order if v in providers]
@@ -103,6 +184,7 @@ class Waterfall:
         self.clock = clock
         self.on_progress = on_progress
         self.max_inflight = max_inflight
+        self.buy = buy  # False: a dry run that buys nothing, answers from the ledger and estimates the rest
 
     async def run(
         self,
@@ -158,17 +240,15 @@ class _Stage:
         self.inbox = inbox
         self.outbox = outbox
         self.tally = outcome.tallies.setdefault(vendor, VendorTally())
-        self.budget = fall.budgets.get(vendor)
+        self.budget = Budget(fall.budgets.get(vendor))
         self.month = month_of(fall.clock())
-        self.spent = 0
-        self.reserved = 0
         self.stopped: str | None = None
         self.inflight: set[asyncio.Task[None]] = set()
         self.slots = asyncio.Semaphore(fall.max_inflight)
         self.ledger: dict[int, LedgerEntry] = {}
 
     # --- decisions ------------------------------------------------------------------------------
-    def _request(self, contact: Contact) -> LookupRequest:
+    def _request(self, contact: Contact, wants: frozenset[Want]) -> LookupRequest:
         link = self.links.get((contact.id, self.vendor.value))
         vendor_id = link.vendor_id if link is not None and link.method in ("imported", "matched") else None
         return LookupRequest(
@@ -178,6 +258,8 @@ class _Stage:
             email=contact.email,
             phones=tuple(n for _, n in contact.numbers),
             vendor_id=vendor_id,
+            need_email=Want.email in wants,
+            need_phones=bool(wants & {Want.mobile, Want.direct}),
         )
 
     def _fresh(self, outcome: Outcome, fetched_at: datetime, now: datetime) -> bool:
@@ -199,7 +281,7 @@ class _Stage:
         )
         if not wants or self.stopped:
             return None
-        request = self._request(contact)
+        request = self._request(contact, wants)
         fp = fingerprint(self.vendor, request)
         entry = self.ledger.get(contact.id)
         if (
@@ -218,7 +300,7 @@ class _Stage:
     # --- the loop -------------------------------------------------------------------------------
     async def run(self, ids: Sequence[int]) -> None:
         self.ledger = dict(self.fall.store.ledger(self.vendor, ids))
-        self.spent = self.fall.store.credits_for_month(self.month).get(self.vendor.value, 0)
+        self.budget.spent = self.fall.store.credits_for_month(self.month).get(self.vendor.value, 0)
         pending: list[tuple[_Item, LookupRequest, str]] = []
         upstream_done = False
         batch = max(1, self.provider.max_batch)
@@ -264,60 +346,81 @@ class _Stage:
                     await self._launch(take)
         if self.inflight:
             await asyncio.gather(*self.inflight)
+        self.tally.budget_left = self.budget.left
         self.outbox.put_nowait(_DONE)
 
     async def _launch(self, work: list[tuple[_Item, LookupRequest, str]]) -> None:
         for start in range(0, len(work), CHUNK_MAX):
             chunk = work[start : start + CHUNK_MAX]
-            if self.stopped:
-                for item, _, _ in chunk:
-                    self.outbox.put_nowait(item)
-                continue
-            chunk = self._affordable(chunk)
-            if not chunk:
-                continue
-            await self.slots.acquire()
-            task = asyncio.create_task(self._ask(chunk))
-            self.inflight.add(task)
-            task.add_done_callback(self.inflight.discard)
+            while chunk:
+                if self.stopped:
+                    self._pass_on(chunk)
+                    break
+                if not self.fall.buy:
+                    self._estimate(chunk)
+                    break
+                kept, chunk = self._affordable(chunk)
+                if kept:
+                    await self.slots.acquire()
+                    task = asyncio.create_task(self._ask(kept))
+                    self.inflight.add(task)
+                    task.add_done_callback(self.inflight.discard)
+                if not chunk:
+                    break
+                if self.inflight:
+                    # what is in flight reserved its worst case: wait for an answer to release it
+                    await asyncio.wait(set(self.inflight), return_when=asyncio.FIRST_COMPLETED)
+                    continue
+                self._over_budget(chunk)
+                break
 
+    def _pass_on(self, chunk: Sequence[tuple[_Item, LookupRequest, str]]) -> None:
+        for item, _, _ in chunk:
+            self.outbox.put_nowait(item)
+
+    # --- budget ---------------------------------------------------------------------------------
     def _affordable(
         self, chunk: list[tuple[_Item, LookupRequest, str]]
-    ) -> list[tuple[_Item, LookupRequest, str]]:
-        """Shrink `chunk` to what the monthly budget still allows (checked before the call is made)."""
-        if self.budget is None:
-            return chunk
-        cost = self.provider.max_cost([r for _, r, _ in chunk])
-        left = self.budget - self.spent - self.reserved
-        if cost <= left:
-            self.reserved += cost
-            return chunk
-        per_request = max(1.0, cost / len(chunk))
-        n = max(0, int(left // per_request))  # left < 0 once spent exceeds a lowered budget
-
-        def fits(k: int) -> bool:
-            return self.provider.max_cost([r for _, r, _ in chunk[:k]]) <= left
-
-        if n and not fits(n):
-            # the average hides dearer requests at the front: the longest prefix within the budget
-            lo, hi = 0, n
-            while hi - lo > 1:
-                mid = (lo + hi) // 2
-                lo, hi = (mid, hi) if fits(mid) else (lo, mid)
-            n = lo
-        kept, dropped = chunk[:n], chunk[n:]
-        for item, _, _ in dropped:
-            self.outbox.put_nowait(item)
+    ) -> tuple[list[tuple[_Item, LookupRequest, str]], list[tuple[_Item, LookupRequest, str]]]:
+        """Split `chunk` into what the budget allows to send now (its worst case reserved) and the rest."""
+        left = self.budget.left
+        if left is None:
+            return chunk, []
+        requests = [r for _, r, _ in chunk]
+        if self.provider.max_cost(requests) <= left:
+            taken = list(range(len(chunk)))
+        else:
+            taken = affordable([self.provider.max_cost([r]) for r in requests], left)
+        chosen = set(taken)
+        kept = [work for pos, work in enumerate(chunk) if pos in chosen]
+        rest = [work for pos, work in enumerate(chunk) if pos not in chosen]
         if kept:
-            self.reserved += self.provider.max_cost([r for _, r, _ in kept])
-        self._stop(
-            "budget",
-            event="vendor.budget_exhausted",
-            budget=self.budget,
-            spent=self.spent,
-            month=self.month,
-        )
-        return kept
+            self.budget.reserve(self.provider.max_cost([r for _, r, _ in kept]))
+        return kept, rest
+
+    def _over_budget(self, chunk: list[tuple[_Item, LookupRequest, str]]) -> None:
+        """Nothing in flight and these still cost more than is left: not asked this run (this month,
+        unless the budget is raised)."""
+        self.tally.over_budget += len(chunk)
+        if self.tally.stopped is None:
+            self.tally.stopped = "budget"
+            log.warning(
+                "vendor.budget_exhausted",
+                vendor=self.vendor.value,
+                budget=self.budget.limit,
+                spent=self.budget.spent,
+                in_flight=self.budget.reserved,
+                left=self.budget.left,
+                next_lookup_max_cost=min(self.provider.max_cost([r]) for _, r, _ in chunk),
+                month=self.month,
+            )
+        self._pass_on(chunk)
+
+    def _estimate(self, chunk: list[tuple[_Item, LookupRequest, str]]) -> None:
+        """Dry run without buying: count what a real run would ask and its worst case, ask nothing."""
+        self.tally.estimate_lookups += len(chunk)
+        self.tally.estimate_credits += self.provider.max_cost([r for _, r, _ in chunk])
+        self._pass_on(chunk)
 
     def _stop(self, why: str, *, event: str, **fields: object) -> None:
         """Drop the vendor for the rest of the run, with one log event."""
@@ -328,7 +431,8 @@ class _Stage:
 
     async def _ask(self, chunk: list[tuple[_Item, LookupRequest, str]]) -> None:
         requests = [r for _, r, _ in chunk]
-        reserved = self.provider.max_cost(requests) if self.budget is not None else 0
+        reserved = self.provider.max_cost(requests) if self.budget.limit is not None else 0
+        charged = 0
         try:
             self.tally.lookups += 1
             self.tally.asked += len(requests)
@@ -361,14 +465,15 @@ class _Stage:
                     "vendor.call_failed", vendor=self.vendor.value, error=str(exc), contacts=len(requests)
                 )
                 results = []
-            self._record(chunk, results)
+            charged = self._record(chunk, results)
         finally:
-            self.reserved -= reserved
+            self.budget.settle(reserved, charged)
             self.slots.release()
             for item, _, _ in chunk:
                 self.outbox.put_nowait(item)
 
-    def _record(self, chunk: list[tuple[_Item, LookupRequest, str]], results: list[EnrichmentResult]) -> None:
+    def _record(self, chunk: list[tuple[_Item, LookupRequest, str]], results: list[EnrichmentResult]) -> int:
+        """Store the answers and their cost; returns the credits they cost."""
         items = {item.contact.id: (item, fp) for item, _, fp in chunk}
         valid = [r for r in results if r.contact_id in items and r.vendor is self.vendor]
         if len(valid) != len(results):
@@ -376,7 +481,7 @@ class _Stage:
                 "vendor.unexpected_results", vendor=self.vendor.value, dropped=len(results) - len(valid)
             )
         if not valid:
-            return
+            return 0
         fingerprints = {r.contact_id: items[r.contact_id][1] for r in valid}
         now = self.fall.clock()
         credits = sum(max(0, r.credits) for r in valid)
@@ -384,7 +489,6 @@ class _Stage:
         # answers and their cost in one transaction: a crash cannot keep one and lose the other
         self.fall.store.record_results(valid, fingerprints, credits_month=self.month)
         crashpoint.reached("vendor_answer")
-        self.spent += credits
         self.tally.credits += credits
         new_links: list[Link] = []
         counts: Counter[Outcome] = Counter()
@@ -413,3 +517,4 @@ class _Stage:
         self.tally.errors += counts[Outcome.error]
         if self.fall.on_progress is not None:
             self.fall.on_progress(self.vendor.value, len(chunk))
+        return credits

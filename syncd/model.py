@@ -218,6 +218,9 @@ class LookupRequest:
     # whose word order depends on the PBX ("Last First")
     first_name: str = ""
     last_name: str = ""
+    # what can still be written for the contact: a provider that can choose what it buys asks only for these
+    need_email: bool = True
+    need_phones: bool = True
 
 
 # --- merge output -------------------------------------------------------------------------------

@@ -234,6 +234,7 @@ def plan_rows(summary: RunSummary) -> Iterable[dict[str, Any]]:
                 "field": key,
             }
     yield from _switchboard_rows(summary)
+    yield from purchase_rows(summary)
 
 
 def _switchboard_rows(summary: RunSummary) -> Iterable[dict[str, Any]]:
@@ -248,6 +249,13 @@ def _switchboard_rows(summary: RunSummary) -> Iterable[dict[str, Any]]:
             "reason": skip.reason.value,
             "source": skip.source,
         }
+
+
+def purchase_rows(summary: RunSummary) -> Iterable[dict[str, Any]]:
+    """A dry run that bought nothing: per vendor, what a real run would buy (see `VendorTally`)."""
+    for vendor, counts in (summary.counts.get("vendors") or {}).items():
+        if "would_buy" in counts:
+            yield {"event": "plan.purchase", "vendor": vendor, **counts["would_buy"]}
 
 
 def print_plan(summary: RunSummary, stream: TextIO | None = None) -> None:
@@ -278,6 +286,27 @@ def print_plan(summary: RunSummary, stream: TextIO | None = None) -> None:
     boards = summary.counts.get("switchboards_skipped", 0)
     if boards:
         console.print(f"{boards} switchboard number(s) skipped (a company's number is no person's line)")
+    buys = [r for r in rows if r["event"] == "plan.purchase"]
+    if buys:
+        what = Table(
+            "vendor",
+            "lookups",
+            "most credits",
+            "budget left",
+            "most within budget",
+            title="a real run would buy",
+        )
+        for row in buys:
+            left = row["budget_left"]
+            what.add_row(
+                row["vendor"],
+                str(row["lookups"]),
+                str(row["max_credits"]),
+                "-" if left is None else str(left),
+                str(row["max_credits_within_budget"]),
+            )
+        console.print(what)
+        console.print("nothing was bought; --dry-run --buy buys and caches what the plan needs")
 
 
 def print_summary(summary: RunSummary, stream: TextIO | None = None) -> None:

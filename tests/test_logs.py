@@ -254,8 +254,10 @@ def test_no_secret_or_token_in_any_output_of_a_whole_session(session: Session) -
     wrong = {"pbx": fresh("wrong-pbx"), "leadfeeder": fresh("wrong-lf")}
     session.run("check-config", expect=0)
     session.run("links", "import", str(links), expect=0)
-    # a dry run while Leadfeeder refuses its key: the vendor is dropped, the run goes on (and exits 1)
-    dry = session.run("--sync-now", "--dry-run", "-vv", expect=1, SYNCD_LEADFEEDER_KEY=wrong["leadfeeder"])
+    # a dry run buying while Leadfeeder refuses its key: the vendor is dropped, the run goes on (exits 1)
+    dry = session.run(
+        "--sync-now", "--dry-run", "--buy", "-vv", expect=1, SYNCD_LEADFEEDER_KEY=wrong["leadfeeder"]
+    )
     assert "vendor.stopped" in dry
     env.pbx.faults.error_every = 7  # retries are logged too
     session.run("--sync-now", "-vv", expect=0)

@@ -335,7 +335,7 @@ def test_dry_run_prints_the_plan_and_writes_nothing(make_env: EnvFactory) -> Non
     env = make_env()
     env.import_links()
     before = env.phonebook()
-    dry = env.sync("--dry-run")
+    dry = env.sync("--dry-run", "--buy")  # a plain --dry-run buys nothing: see test_credits.py
     assert dry.code == 0, dry.err
     plan = [row for row in dry.lines if row["event"] == "plan.change"]
     assert env.phonebook() == before

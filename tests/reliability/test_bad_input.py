@@ -481,6 +481,7 @@ USAGE = 2
 MISUSE: list[tuple[list[str], int, str]] = [
     (["--bogus"], USAGE, "unrecognized arguments"),
     (["--dry-run"], USAGE, "--dry-run needs --sync-now"),
+    (["--sync-now", "--buy"], USAGE, "--buy needs --dry-run"),
     (["--sync-now", "status"], USAGE, "cannot be combined"),
     (["frobnicate"], USAGE, "invalid choice"),
     (["history", "--contact", "abc"], USAGE, "not an integer"),

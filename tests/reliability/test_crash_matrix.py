@@ -60,7 +60,7 @@ def reference(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Reference]:
         initial = site.phonebook()
         checkpoint(site.db)
         shutil.copyfile(site.db, root / "cold.db")
-        dry = site.sync("--dry-run")
+        dry = site.sync("--dry-run", "--buy")
         assert dry.code == 0, dry.describe()
         checkpoint(site.db)
         shutil.copyfile(site.db, root / "warm.db")

@@ -56,6 +56,7 @@ def commands(site: Site) -> list[Run]:
     for args in (
         ["check-config"],
         ["--sync-now", "--dry-run"],
+        ["--sync-now", "--dry-run", "--buy"],
         ["--sync-now"],
         ["status"],
         ["status", "--json"],
@@ -168,6 +169,7 @@ def test_turning_tls_verification_off_is_a_warning_at_every_start(site: Site) ->
             ["status"],
             ["history"],
             ["--sync-now", "--dry-run"],
+            ["--sync-now", "--dry-run", "--buy"],
             ["--sync-now"],
             ["links", "import", str(site.root / "links.csv")],
         ):

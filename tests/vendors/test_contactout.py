@@ -9,6 +9,7 @@ import time
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator, MutableMapping
 from contextlib import asynccontextmanager, contextmanager
+from dataclasses import replace
 from functools import cache
 from itertools import pairwise
 from typing import Any
@@ -198,7 +199,7 @@ def assert_contact_data(result: EnrichmentResult, p: Person) -> None:
 
 async def test_provider_interface_can_lookup_and_max_cost() -> None:
     p = pick(unique)[0]
-    async with serving(simulator()) as provider:
+    async with serving(simulator(), contact_fetch="inline") as provider:
         assert isinstance(provider, Provider)
         assert provider.vendor is Vendor.contactout
         assert provider.max_batch == 100 and V2_BATCH_MAX == 1000
@@ -209,17 +210,32 @@ async def test_provider_interface_can_lookup_and_max_cost() -> None:
         assert not provider.can_lookup(ask(p, name="Jane"))  # a first name alone never matches
         assert not provider.can_lookup(ask(p, company="", email=p.work_email))  # email alone: same
         assert not provider.can_lookup(ask(p, vendor_id="12345"))  # not a LinkedIn URL
-        # inline (the default): search + email + phone per contact to match, twice (a profile of someone
-        # else found by email / phone is paid in full before name + company finds the person);
-        # email + phone per known URL (shared URLs once)
-        assert provider.max_cost([ask(p), known(p), known(p)]) == 6 + 2
-    async with serving(simulator(), verify_emails=True) as provider:
-        assert provider.max_cost([ask(p), known(p)]) == 7 + 3
+        # inline: search + email + phone per People Enrich profile; a contact with an email or a phone is
+        # asked twice at worst (a profile of someone else found by email / phone is paid in full before
+        # name + company finds the person), one with neither once; email + phone per known URL (shared
+        # URLs once)
+        with_ids = ask(p, email="x@y.example")
+        assert provider.max_cost([ask(p), known(p), known(p)]) == 3 + 2
+        assert provider.max_cost([with_ids, known(p)]) == 6 + 2
+        # only the kinds still open are bought, and counted
+        no_phone = replace(with_ids, need_phones=False)
+        assert provider.max_cost([no_phone]) == 2 * 2
+        assert provider.max_cost([replace(with_ids, need_email=False, need_phones=False)]) == 2  # title
+        assert provider.max_cost([replace(known(p), need_phones=False)]) == 1  # a v2 job charges emails
+        # Contact Info has nothing but emails and phones: a known URL needing neither is not asked
+        assert not provider.can_lookup(replace(known(p), need_email=False, need_phones=False))
+    async with serving(simulator(), verify_emails=True, contact_fetch="inline") as provider:
+        assert provider.max_cost([with_ids, known(p)]) == 7 + 3
     async with serving(simulator(), contact_fetch="after_match") as provider:
         # search + email + phone, plus the search credit of the refused profile of someone else
-        assert provider.max_cost([ask(p), known(p)]) == 4 + 2
+        assert provider.max_cost([with_ids, known(p)]) == 4 + 2
+        assert provider.max_cost([ask(p)]) == 3
+    async with serving(simulator(), batch_mode="single") as provider:
+        assert provider.max_cost([replace(known(p), need_phones=False)]) == 1
+        assert provider.max_cost([replace(known(p), need_email=False)]) == 1
     async with serving(simulator(), batch_mode="v1") as provider:
         assert provider.max_cost([known(p)]) == 1  # v1 bulk: emails only
+        assert not provider.can_lookup(replace(known(p), need_email=False))
     # the documented per-class limits, as the defaults of the provider's own limiters
     assert CHECKER_RATE * 60 == 150
     with pytest.raises(ValueError, match="batch_mode"):
@@ -266,6 +282,41 @@ async def test_match_by_name_and_company() -> None:
     assert sim.calls["people_enrich"] == 1 and sim.calls["people_linkedin"] == 0
     assert sim.charged == Counter({"search": 1, "email": 1, "phone": 1})
     assert result.credits == 3 == charged_total(sim)
+
+
+@pytest.mark.parametrize("contact_fetch", ["inline", "after_match"])
+@pytest.mark.parametrize(("need_email", "need_phones"), [(True, False), (False, True), (False, False)])
+async def test_only_the_kinds_still_open_are_bought(
+    contact_fetch: str, need_email: bool, need_phones: bool
+) -> None:
+    sim = simulator()
+    p = pick(full_info)[0]
+    request = ask(p, need_email=need_email, need_phones=need_phones)
+    async with serving(sim, contact_fetch=contact_fetch) as provider:
+        [result] = await provider.lookup([request])
+        worst = provider.max_cost([request])
+    assert result.outcome is Outcome.found and result.title == p.title
+    assert bool(result.emails) is need_email
+    assert bool(result.phones) is need_phones
+    # the simulator charges what it returned: the search, and only the kinds asked for
+    assert sim.charged == Counter({"search": 1, "email": int(need_email), "phone": int(need_phones)})
+    assert result.credits == charged_total(sim) <= worst
+    if not (need_email or need_phones):
+        assert sim.calls["people_linkedin"] == 0  # nothing left to fetch after the match
+
+
+@pytest.mark.parametrize("batch_mode", ["single", "v2"])
+async def test_a_refresh_buys_no_phone_for_a_contact_whose_numbers_are_closed(batch_mode: str) -> None:
+    sim = simulator()
+    people = pick(full_info, 2)
+    requests = [replace(known(people[0]), need_phones=False), known(people[1])]
+    async with serving(sim, batch_mode=batch_mode) as provider:
+        results = await provider.lookup(requests)
+        worst = provider.max_cost(requests)
+    assert [bool(r.phones) for r in results] == [False, True]
+    assert all(r.emails for r in results)
+    assert sim.charged == Counter({"email": 2, "phone": 1})
+    assert sum(r.credits for r in results) == charged_total(sim) <= worst
 
 
 async def test_match_after_match_buys_the_contact_info_afterwards() -> None:
