@@ -253,7 +253,9 @@ def test_status_json_lists_runs_counts_and_credits(synced: Synced) -> None:
     assert data["daemon"] is None and data["lock"] == {"held_by": None}
     for run in runs.values():
         assert run["duration_s"] == pytest.approx(
-            (datetime.fromisoformat(run["ended_at"]) - datetime.fromisoformat(run["started_at"])).total_seconds(),
+            (
+                datetime.fromisoformat(run["ended_at"]) - datetime.fromisoformat(run["started_at"])
+            ).total_seconds(),
             abs=0.001,
         )
     for name, vendor in data["vendors"].items():
