@@ -163,7 +163,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SyncdError as exc:
         code = exc.exit_code
         kind = "configuration error" if code == EXIT_CONFIG else "error"
-        log.error("syncd.failed", error=str(exc), exit_code=code)
+        # one line on stderr, not an event as well: the events of a run already went there
         return _fail(f"{kind}: {exc}", code)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
