@@ -6,6 +6,7 @@ On a terminal: readable tables (rich). Otherwise: JSON, one object a line, for s
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta, tzinfo
@@ -299,6 +300,46 @@ def print_status(data: dict[str, Any], out: TextIO) -> None:
     console.print(
         f"pending journal entries: {len(pending)}" + (" (resumed by the next run)" if pending else "")
     )
+
+
+# --- links import ---------------------------------------------------------------------------------
+
+LINKS_REJECTED_CAP = 100  # rejected rows printed one a line; the rest are counted by reason
+_VARIABLE = re.compile(r"'[^']*'|\"[^\"]*\"|\b[0-9]+\b")
+
+
+def reason_kind(reason: str) -> str:
+    """A rejection's reason without its row's values: 'no PBX contact with id …'."""
+    text = _VARIABLE.sub("…", reason)
+    return text.split(" (", 1)[0].split(": ", 1)[0].strip()
+
+
+def print_links_report(
+    path: str,
+    imported: int,
+    rejected: Iterable[tuple[int, str]],
+    out: TextIO,
+    *,
+    cap: int = LINKS_REJECTED_CAP,
+) -> dict[str, int]:
+    """Each rejected row once, by line, up to `cap`; then the counts by reason and the totals.
+
+    Returns the counts by reason (most frequent first)."""
+    rows = sorted(rejected)
+    counts: dict[str, int] = {}
+    for _, reason in rows:
+        kind = reason_kind(reason)
+        counts[kind] = counts.get(kind, 0) + 1
+    lines = [f"{path}:{line}: rejected: {reason}" for line, reason in rows[:cap]]
+    if len(rows) > cap:
+        lines.append(f"... and {len(rows) - cap:,} more rejected row(s), counted by reason below")
+    by_reason = dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    if by_reason:
+        lines.append("rejected rows by reason:")
+        lines += [f"  {n:>9,}  {kind}" for kind, n in by_reason.items()]
+    lines.append(f"{imported} link(s) imported, {len(rows)} row(s) rejected")
+    out.write("\n".join(lines) + "\n")
+    return by_reason
 
 
 # --- history ----------------------------------------------------------------------------------------
