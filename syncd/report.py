@@ -169,8 +169,10 @@ def status_data(
         why = "runs paused until a reload (SIGHUP)" if nxt is None else None
     elif daemon is None:
         why = "no daemon has run on this state store"
+    elif daemon["state"] == "stopped":
+        why = "no daemon is running: the last one stopped"
     else:
-        why = "no daemon is running (its last heartbeat is stale, or it stopped)"
+        why = f"no daemon is running: its last heartbeat is {human_duration(daemon['heartbeat_age_s'])} old"
     running = [r for r in recent if r.outcome == "running"]
     if alive and daemon is not None and daemon["state"] == "running":
         lock: dict[str, Any] = {"held_by": f"the daemon (pid {daemon['pid']} on {daemon['host']})"}
@@ -225,10 +227,12 @@ def show_status(
         data = status_data(config, store, runs=runs)
     finally:
         store.close()
-    if as_json or not _tty(out):
-        _line(data, out)  # one JSON document
-        return EXIT_OK
-    print_status(data, out)
+    if as_json:
+        _line(data, out)  # one JSON object on one line, for scripts
+    elif not _tty(out):
+        out.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")  # piped: still JSON
+    else:
+        print_status(data, out)
     return EXIT_OK
 
 
@@ -246,19 +250,21 @@ def print_status(data: dict[str, Any], out: TextIO) -> None:
     elif daemon["alive"]:
         console.print(
             f"daemon: [green]alive[/green], {daemon['state']} (pid {daemon['pid']} on {daemon['host']}, since "
-            f"{human_time(daemon['started_at'], tz)}; last heartbeat {daemon['heartbeat_age_s']:.0f} s ago)"
+            f"{human_time(daemon['started_at'], tz)}; last heartbeat {daemon['heartbeat_age_s']:.0f} s ago)",
+            soft_wrap=True,
         )
     else:
         console.print(
             f"daemon: [red]not running[/red] (last heartbeat {human_time(daemon['last_heartbeat'], tz)}, "
-            f"pid {daemon['pid']} on {daemon['host']}, {daemon['state']})"
+            f"pid {daemon['pid']} on {daemon['host']}, {daemon['state']})",
+            soft_wrap=True,
         )
     held = data["lock"]["held_by"]
     console.print(f"lock: held by {held}" if held else "lock: free", markup=False, soft_wrap=True)
     if data["next_run"]:
         console.print(f"next run: {human_time(data['next_run'], tz)}")
     else:
-        console.print(f"next run: none ({data['next_run_note']})")
+        console.print(f"next run: none ({data['next_run_note']})", soft_wrap=True)
     from rich import box
 
     zone = human_time(data["now"], tz, "%Z")

@@ -118,8 +118,10 @@ def test_a_daemon_is_alive_while_its_heartbeat_is(
     data = report.status_data(config(), store, now=T0 + timedelta(seconds=age))
     assert data["daemon"]["alive"] is alive
     assert (data["next_run"] is not None) is alive
-    if not alive:
-        assert data["next_run_note"] == "no daemon is running (its last heartbeat is stale, or it stopped)"
+    if not alive and state == "stopped":
+        assert data["next_run_note"] == "no daemon is running: the last one stopped"
+    elif not alive and pid is None:
+        assert data["next_run_note"] == "no daemon is running: its last heartbeat is 1m 31s old"
 
 
 def test_a_paused_daemon_has_no_next_run(store: StateStore) -> None:
@@ -184,9 +186,15 @@ def test_piped_status_is_one_json_document(store: StateStore, tmp_path: Path) ->
     cfg = config()
     cfg = cfg.model_copy(update={"sync": cfg.sync.model_copy(update={"state_url": store_url(store)})})
     out = io.StringIO()
-    assert report.show_status(cfg, stream=out) == 0
+    assert report.show_status(cfg, stream=out) == 0  # piped: indented, still one JSON document
     data = json.loads(out.getvalue())
     assert set(data) >= {"daemon", "lock", "next_run", "runs", "vendors", "last_error", "now", "timezone"}
+    assert out.getvalue().startswith('{\n  "now": ')
+    out = io.StringIO()
+    assert report.show_status(cfg, as_json=True, stream=out) == 0  # --json: one object on one line
+    assert out.getvalue().count("\n") == 1
+    again = json.loads(out.getvalue())
+    assert again.keys() == data.keys() and again["vendors"] == data["vendors"]
 
 
 def store_url(store: StateStore) -> str:
