@@ -119,6 +119,13 @@ def budget_words(spent: int, budget: int | None) -> str:
     return f"{spent:,} / {budget:,} / {tail}"
 
 
+def _lock_holder(store: StateStore) -> dict[str, Any] | None:
+    from syncd.store.lock import file_lock_holder
+
+    path = getattr(store, "_lock_path", None)
+    return file_lock_holder(path) if isinstance(path, str) else None
+
+
 def _daemon_data(store: StateStore, now: datetime, tz: tzinfo) -> dict[str, Any] | None:
     from syncd.heartbeat import read_beat
 
@@ -174,12 +181,24 @@ def status_data(
     else:
         why = f"no daemon is running: its last heartbeat is {human_duration(daemon['heartbeat_age_s'])} old"
     running = [r for r in recent if r.outcome == "running"]
-    if alive and daemon is not None and daemon["state"] == "running":
-        lock: dict[str, Any] = {"held_by": f"the daemon (pid {daemon['pid']} on {daemon['host']})"}
-    elif running:
+    holder = _lock_holder(store)
+    lock: dict[str, Any] = {"held_by": None}
+    if holder is not None:
+        since = _local(datetime.fromisoformat(str(holder.get("since"))), tz) if holder.get("since") else None
+        is_daemon = (
+            daemon is not None and daemon["pid"] == holder["pid"] and daemon["host"] == holder.get("host")
+        )
+        who = "the daemon" if is_daemon else "syncd"
+        lock = {"held_by": f"{who} (pid {holder['pid']} on {holder.get('host')}, since {since})", **holder}
+    elif alive and daemon is not None and daemon["state"] == "running":
+        lock = {"held_by": f"the daemon (pid {daemon['pid']} on {daemon['host']})"}
+    elif running and store.dialect != "sqlite":
         lock = {"held_by": f"a {running[0].mode} run started {_local(running[0].started_at, tz)}"}
-    else:
-        lock = {"held_by": None}
+    if running and holder is None and store.dialect == "sqlite":
+        # the run's row says running, but nobody holds the lock: the process died mid-run
+        lock["interrupted_run"] = (
+            f"a {running[0].mode} run started {_local(running[0].started_at, tz)} ended without finishing (killed?)"
+        )
     failed = next((r for r in recent if r.error), None)
     return {
         "now": _local(now, tz),
@@ -261,6 +280,8 @@ def print_status(data: dict[str, Any], out: TextIO) -> None:
         )
     held = data["lock"]["held_by"]
     console.print(f"lock: held by {held}" if held else "lock: free", markup=False, soft_wrap=True)
+    if data["lock"].get("interrupted_run"):
+        console.print(f"[yellow]{data['lock']['interrupted_run']}[/yellow]", soft_wrap=True)
     if data["next_run"]:
         console.print(f"next run: {human_time(data['next_run'], tz)}")
     else:

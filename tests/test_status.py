@@ -132,10 +132,28 @@ def test_a_paused_daemon_has_no_next_run(store: StateStore) -> None:
     assert data["next_run_note"] == "runs paused until a reload (SIGHUP)"
 
 
-def test_a_one_shot_run_in_progress_holds_the_lock(store: StateStore, berlin: ZoneInfo) -> None:
+def test_the_lock_holder_is_named(store: StateStore) -> None:
     store.start_run("sync", T0)
+    with store.lock():
+        data = report.status_data(config(), store, now=T0)
+        assert data["lock"]["held_by"].startswith(f"syncd (pid {os.getpid()} on {HOST}, since ")
+        assert "interrupted_run" not in data["lock"]
     data = report.status_data(config(), store, now=T0)
-    assert data["lock"]["held_by"] == "a sync run started 2026-01-10T09:00:00+01:00"
+    assert data["lock"]["held_by"] is None  # released: the lock file no longer names anyone
+
+
+def test_a_run_whose_process_died_shows_as_interrupted(store: StateStore, berlin: ZoneInfo) -> None:
+    store.start_run("sync", T0)  # left `running`, and nobody holds the lock
+    data = report.status_data(config(), store, now=T0)
+    assert data["lock"]["held_by"] is None
+    assert data["lock"]["interrupted_run"] == (
+        "a sync run started 2026-01-10T09:00:00+01:00 ended without finishing (killed?)"
+    )
+    # a holder whose pid is gone (kill -9) is no holder
+    Path(str(store.engine.url.database) + ".lock").write_text(
+        json.dumps({"pid": 2**22 + 12345, "host": HOST, "since": T0.isoformat()})
+    )
+    assert report.status_data(config(), store, now=T0)["lock"]["held_by"] is None
 
 
 def test_the_terminal_view(store: StateStore, berlin: ZoneInfo) -> None:
