@@ -539,7 +539,8 @@ async def run_checks(config: Config) -> CheckReport:
 def _credits_text(check: ServiceCheck) -> str:
     parts: list[str] = []
     if check.credits_left:
-        parts.append(", ".join(f"{k} {v:,}" for k, v in check.credits_left.items()) + " left at the vendor")
+        kinds = ", ".join(f"{v:,}" if k == "credits" else f"{k} {v:,}" for k, v in check.credits_left.items())
+        parts.append(f"{kinds} left at the vendor")
     if check.budget is not None:
         budget, used, left = (
             check.budget["monthly_budget"],
@@ -561,16 +562,21 @@ def print_report(report: CheckReport, stream: TextIO | None = None, *, as_json: 
         out.write(json.dumps(report.as_dict(), indent=2, ensure_ascii=False) + "\n")
         return
     from rich.console import Console
-    from rich.table import Table
+    from rich.markup import escape
 
-    table = Table("service", "endpoint", "result", "latency", "what failed / what was proven", "credits")
+    console = Console(file=out, highlight=False, soft_wrap=True)
+    width = max(len(c.service) for c in report.checks)
     for c in report.checks:
-        result = "[green]ok[/green]" if c.ok else "[red]FAILED[/red]"
+        result = "[green]ok    [/green]" if c.ok else "[red]FAILED[/red]"
         latency = f"{c.latency_ms:.0f} ms" if c.latency_ms is not None else "-"
-        what = c.problem if c.problem else "; ".join(c.detail)
-        table.add_row(c.service, c.endpoint, result, latency, what, _credits_text(c))
-    console = Console(file=out, highlight=False, soft_wrap=False)
-    console.print(table)
+        console.print(f"{result}  {c.service:<{width}}  {c.endpoint}  {latency}")
+        if c.problem:
+            console.print(f"        [red]{escape(c.problem)}[/red]")
+        if c.detail:
+            console.print(f"        {escape('; '.join(c.detail))}")
+        credits = _credits_text(c)
+        if credits != "-":
+            console.print(f"        credits: {escape(credits)}")
     verdict = {
         EXIT_OK: "all services reachable, credentials accepted",
         EXIT_CONFIG: "a credential, permission or configuration problem: fix the config, then check again",

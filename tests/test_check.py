@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.server
 import io
 import json
+import re
 import shutil
 import socket
 import ssl
@@ -232,9 +233,16 @@ def test_terminal_table(sims: Simulators, tmp_path: Path) -> None:
     out = Tty()
     print_report(report, out)
     text = out.getvalue()
-    rows = {line.split("│")[1].strip(): line for line in text.splitlines() if line.count("│") > 3}
-    assert "FAILED" in rows["contactout"] and "wrong token" in rows["contactout"]
-    assert "ok" in rows["pbx"] and " ms" in rows["pbx"]
+    lines = re.sub(r"\x1b\[[0-9;]*m", "", text).splitlines()
+    heads = {line.split()[1]: (n, line) for n, line in enumerate(lines) if not line.startswith(" ")}
+    n, head = heads["contactout"]
+    assert head.startswith("FAILED  contactout  127.0.0.1:") and head.endswith(" ms")
+    assert lines[n + 1].strip() == "wrong token: ContactOut refused it"
+    n, head = heads["pbx"]
+    assert head.startswith("ok      pbx         127.0.0.1:")
+    assert "token revoked" in lines[n + 1]
+    n, head = heads["leadfeeder"]
+    assert lines[n + 2].strip() == "credits: 100,000 left at the vendor"  # (the budget comes from the store)
     assert "credential, permission or configuration problem" in text
     assert CO_TOKEN not in text
 
