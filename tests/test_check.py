@@ -259,3 +259,15 @@ def test_a_run_against_an_unreachable_pbx_says_so_once(sims: Simulators, tmp_pat
         f"syncd: error: pbx: POST /openapi/v1.0/get_token on 127.0.0.1:{port}: ConnectError"
     )
     assert "Connection refused" in lines[0]
+
+
+def test_a_base_url_that_is_not_the_pbx(sims: Simulators, tmp_path: Path) -> None:
+    config = write_config(
+        sims, tmp_path, (f'base_url = "{sims.url("pbx")}"', f'base_url = "{sims.url("leadfeeder")}"')
+    )
+    result = check(config)
+    assert result.code == 78
+    problem = failed(result)["pbx"]["problem"]
+    assert "did not answer as a Yeastar P-Series OpenAPI would" in problem and problem.endswith(
+        "check base_url"
+    )
