@@ -184,7 +184,10 @@ def status_data(
     holder = _lock_holder(store)
     lock: dict[str, Any] = {"held_by": None}
     if holder is not None:
-        since = _local(datetime.fromisoformat(str(holder.get("since"))), tz) if holder.get("since") else None
+        try:
+            since = _local(datetime.fromisoformat(str(holder.get("since"))), tz)
+        except ValueError:  # a lock file someone edited: the pid still counts
+            since = None
         is_daemon = (
             daemon is not None and daemon["pid"] == holder["pid"] and daemon["host"] == holder.get("host")
         )
