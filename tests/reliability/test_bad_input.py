@@ -546,7 +546,7 @@ def test_a_subprocess_sees_the_same_statuses(site: Site, tmp_path: Path) -> None
     dup = tmp_path / "dup.csv"
     dup.write_text(HEADER + iv(1) + "\n" + iv(1) + "\n", encoding="utf-8")
     run = run_syncd(["--config", str(site.config), "links", "import", str(dup)])
-    assert run.code == 1 and "duplicate of line 2" in run.err
+    assert run.code == 1 and "duplicate of line 2" in run.out  # the report is on stdout (issue 13)
     for run_ in (run,):
         for marker in CRASH_MARKERS:
             assert marker not in run_.err
