@@ -98,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(p, suppress=True)
 
     p = sub.add_parser(
+        "check", help="reach every configured service once (buys nothing) and report what fails"
+    )
+    _common(p, suppress=True)
+    p.add_argument("--json", action="store_true", help="JSON even on a terminal")
+
+    p = sub.add_parser(
         "status", help="last runs, next scheduled run, credits spent this month, pending journal"
     )
     _common(p, suppress=True)
@@ -181,7 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SyncdError as exc:
         code = exc.exit_code
         kind = "configuration error" if code == EXIT_CONFIG else "error"
-        log.error("syncd.failed", error=str(exc), exit_code=code)
+        # one line on stderr, not an event as well: the events of a run already went there
         return _fail(f"{kind}: {exc}", code)
     except KeyboardInterrupt:
         return _fail("interrupted", 130)
@@ -216,6 +222,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         from syncd.report import check_config
 
         return check_config(config)
+    if args.command == "check":
+        from syncd.check import check_services
+
+        return check_services(config, as_json=True if args.json else None)
     if args.command == "status":
         from syncd.report import show_status
 

@@ -44,6 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 from syncd.engine import Progress, RunSummary, StoreTokenCache, SyncEngine
 from syncd.errors import EXIT_OK, EXIT_PARTIAL, ConfigError, LockHeldError, SyncdError
+from syncd.heartbeat import IDLE, PAUSED, RUNNING, Heartbeat
 from syncd.logs import get_logger
 from syncd.metrics import Metrics, MetricsServer
 from syncd.notify import Notifier, watchdog_interval
@@ -260,6 +261,7 @@ class Daemon:
         self._watchdog_stop = threading.Event()
         self._watchdog_thread: threading.Thread | None = None
         self._previous_handlers: dict[int, Any] = {}
+        self._heartbeat: Heartbeat | None = None  # `syncd status` reads it: is a daemon alive
 
     # --- lifecycle --------------------------------------------------------------------------------
     def run(self) -> int:
@@ -290,6 +292,7 @@ class Daemon:
             )
             self.notifier.ready(self._idle_status())
             self.scheduler.resume()  # started paused: READY=1 goes out before the first run's STATUS=
+            self._heartbeat = Heartbeat(lambda: self.store, self._beat_info).start()
             self._start_watchdog()
             return self._main_loop()
         finally:
@@ -321,6 +324,8 @@ class Daemon:
             self._scheduler_thread.join()
         self._stop_watchdog()
         self._revoke_token()
+        if self._heartbeat is not None:
+            self._heartbeat.stop()
         log.info("daemon.stopped")
 
     def _close_all(self) -> None:
@@ -404,6 +409,13 @@ class Daemon:
         when: datetime | None = getattr(job, "next_run_time", None)
         return when
 
+    def _beat_info(self) -> tuple[str, datetime | None, str | None]:
+        if self._running:
+            return RUNNING, self._next_run_time(), self._running
+        if self._paused:
+            return PAUSED, None, self._paused
+        return IDLE, self._next_run_time(), None
+
     def _idle_status(self, note: str | None = None) -> str:
         parts = [f"idle; last run: {self._last}"]
         if self._paused:
@@ -483,6 +495,8 @@ class Daemon:
                 retired = []
         for store in retired:
             store.close()
+        if self._heartbeat is not None:
+            self._heartbeat.poke()  # a run started or ended: say so now, not at the next beat
 
     # --- reload -----------------------------------------------------------------------------------
     def reload(self) -> bool:

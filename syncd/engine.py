@@ -383,7 +383,7 @@ class SyncEngine:
             retry_not_found_after=self.config.enrich.retry_not_found_after,
             budgets=budgets,
             clock=self.clock,
-            on_progress=lambda _vendor, n: self.progress.advance("enrich", n),
+            on_finished=lambda n: self.progress.advance("enrich", n),
             buy=self.buy or not self.dry_run,
         )
         outcome = await fall.run(pulled.contacts, bases, states)

@@ -173,6 +173,7 @@ class Waterfall:
         on_progress: Callable[[str, int], None] | None = None,
         max_inflight: int = 16,
         buy: bool = True,
+        on_finished: Callable[[int], None] | None = None,
     ) -> None:
         self.providers = providers
         self.order = [v for v in order if v in providers]
@@ -183,6 +184,7 @@ class Waterfall:
         self.budgets = budgets
         self.clock = clock
         self.on_progress = on_progress
+        self.on_finished = on_finished  # n contacts went through every stage (asked, cached or not needed)
         self.max_inflight = max_inflight
         self.buy = buy  # False: a dry run that buys nothing, answers from the ledger and estimates the rest
 
@@ -197,7 +199,8 @@ class Waterfall:
             return outcome
         ids = list(contacts)
         links = self.store.links_for(None, ids=ids)
-        queues: list[asyncio.Queue[object]] = [asyncio.Queue() for _ in range(len(self.order) + 1)]
+        queues: list[asyncio.Queue[object]] = [asyncio.Queue() for _ in range(len(self.order))]
+        queues.append(_Finished(self.on_finished))
         stages = [
             _Stage(
                 self,
@@ -216,6 +219,19 @@ class Waterfall:
         queues[0].put_nowait(_DONE)
         await asyncio.gather(*(stage.run(ids) for stage in stages))
         return outcome
+
+
+class _Finished(asyncio.Queue[object]):
+    """The last stage's outbox: each contact put here has been through the whole waterfall."""
+
+    def __init__(self, on_finished: Callable[[int], None] | None) -> None:
+        super().__init__()
+        self._on_finished = on_finished
+
+    def put_nowait(self, item: object) -> None:
+        if item is not _DONE and self._on_finished is not None:
+            self._on_finished(1)
+        super().put_nowait(item)
 
 
 class _Stage:

@@ -15,6 +15,7 @@ import asyncio
 import email.utils
 import json as jsonlib
 import math
+import os
 import random
 import ssl
 import time
@@ -123,6 +124,29 @@ def parse_retry_after(value: str | None, *, now: datetime | None = None) -> floa
     return max(0.0, seconds)
 
 
+def host_port(url: httpx.URL) -> str:
+    """'pbx.example.com:8088' (the scheme's default port when the URL names none): never a path or query."""
+    port = url.port or (443 if url.scheme == "https" else 80)
+    host = url.host
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _root_cause(exc: BaseException) -> str:
+    """The innermost OS-level reason ('Connection refused', 'Name or service not known'), else the message:
+    httpx's own ('All connection attempts failed') names no reason an admin can act on."""
+    text = str(exc)
+    seen: BaseException | None = exc.__cause__ or exc.__context__
+    for _ in range(8):
+        if seen is None:
+            break
+        if isinstance(seen, OSError) and (seen.strerror or seen.errno):
+            # asyncio's "Connect call failed (...)" hides ECONNREFUSED: name the errno's meaning
+            why = os.strerror(seen.errno) if isinstance(seen.errno, int) and seen.errno > 0 else seen.strerror
+            return f"{text} ({why})" if why and why not in text else text
+        seen = seen.__cause__ or seen.__context__
+    return text
+
+
 def describe(request: httpx.Request) -> str:
     """'GET /openapi/v1.0/company_contact/list': method and path only, never the query string."""
     return f"{request.method} {request.url.path}"
@@ -225,7 +249,7 @@ class ServiceClient:
                     kind = type(exc).__name__
                     self.stats.errors[kind] += 1
                     self._notify(None, kind)
-                    last_reason = f"{what}: {kind}: {redact(str(exc)) or 'no detail'}"
+                    last_reason = f"{what} on {host_port(request.url)}: {kind}: {redact(_root_cause(exc)) or 'no detail'}"
                     if _untrusted_certificate(exc):
                         # retrying cannot make a certificate trusted: say so at once
                         raise ServiceUnavailable(

@@ -210,7 +210,6 @@ def _read_text(path: Path) -> str:
 
 
 async def import_links_file(config: Config, path: Path, stream: TextIO | None = None) -> int:
-    out = stream or sys.stderr
     rows, rejected = read_rows(_read_text(path))
     store = StateStore.open(config.sync.state_url)
     try:
@@ -237,11 +236,12 @@ async def import_links_file(config: Config, path: Path, stream: TextIO | None = 
         )
     finally:
         store.close()
-    for rej in sorted(rejected, key=lambda r: r.line):
-        out.write(f"{path}:{rej.line}: rejected: {rej.reason}\n")
-        log.warning("links.rejected", line=rej.line, reason=rej.reason)
-    out.write(f"{imported} link(s) imported, {len(rejected)} row(s) rejected\n")
-    log.info("links.imported", imported=imported, rejected=len(rejected))
+    from syncd.report import print_links_report
+
+    by_reason = print_links_report(
+        str(path), imported, [(r.line, r.reason) for r in rejected], stream or sys.stdout
+    )
+    log.info("links.imported", imported=imported, rejected=len(rejected), by_reason=by_reason)
     return EXIT_PARTIAL if rejected else EXIT_OK
 
 

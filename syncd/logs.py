@@ -15,7 +15,7 @@ import re
 import sys
 import threading
 from collections.abc import Mapping, MutableMapping
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import structlog
 
@@ -145,11 +145,25 @@ def _redact_rendered(_logger: Any, _method: str, event_dict: MutableMapping[str,
 LEVELS = {0: logging.WARNING, 1: logging.INFO, 2: logging.DEBUG}
 
 
+class _CurrentStderr:
+    """Whatever `sys.stderr` is at the time of each write: progress bars redirect it while they are shown
+    so that log lines print above them instead of through them."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+    def isatty(self) -> bool:
+        return sys.stderr.isatty()
+
+
 def configure_logging(*, json: bool | None = None, verbosity: int = 1, stream: TextIO | None = None) -> None:
     """Configure structlog once. JSON lines when stdout is not a terminal (or json=True)."""
     # Events go to stderr so that stdout carries only what a command prints (history --json, the plan);
     # the format follows stdout, as the contract says: JSON lines unless stdout is a terminal.
-    out = stream or sys.stderr
+    out = stream or cast(TextIO, _CurrentStderr())
     if json is None:
         json = not sys.stdout.isatty()
     level = LEVELS.get(verbosity, logging.DEBUG)

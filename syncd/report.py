@@ -6,9 +6,10 @@ On a terminal: readable tables (rich). Otherwise: JSON, one object a line, for s
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections.abc import Iterable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, TextIO
 
 from syncd.errors import EXIT_OK, UsageError
@@ -64,6 +65,9 @@ def _duration(value: timedelta | None) -> str:
 
 # --- status -----------------------------------------------------------------------------------------
 
+COUNT_KEYS = ("seen", "new", "changed", "deleted", "updated", "failed")
+_COUNT_HEADS = ("seen", "new", "chg", "del", "upd", "fail")  # fits 80 columns
+
 
 def next_run(config: Config, last_start: datetime | None, now: datetime) -> datetime | None:
     """When the daemon's schedule fires next: the daemon's own function (cron in local time)."""
@@ -72,9 +76,81 @@ def next_run(config: Config, last_start: datetime | None, now: datetime) -> date
     return schedule_next_run(config, last_start, now)
 
 
+def _local(when: datetime | None, tz: tzinfo) -> str | None:
+    """An ISO time in the host's zone, with its offset (machine-readable: full precision)."""
+    return when.astimezone(tz).isoformat() if when is not None else None
+
+
+def zone_named(name: str | None) -> tzinfo | None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        return ZoneInfo(name) if name else None
+    except (ZoneInfoNotFoundError, ValueError):
+        return None
+
+
+def human_time(text: str | None, tz: tzinfo | None = None, fmt: str = "%Y-%m-%d %H:%M:%S %Z") -> str:
+    """'2026-12-01 22:20:12 CET' from an ISO time: local, with its zone's name, no microseconds."""
+    if not text:
+        return "-"
+    when = datetime.fromisoformat(text)
+    return (when.astimezone(tz) if tz is not None else when).strftime(fmt).strip()
+
+
+def human_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "-"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m {secs:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes:02d}m"
+
+
+def budget_words(spent: int, budget: int | None) -> str:
+    """'1,200 / 5,000 / 3,800 left', '5,000 / 5,000 / 0 left', '5,100 / 5,000 / over by 100', or unlimited."""
+    if budget is None:
+        return f"{spent:,} spent / no budget"
+    left = budget - spent
+    tail = f"{left:,} left" if left >= 0 else f"over by {-left:,}"
+    return f"{spent:,} / {budget:,} / {tail}"
+
+
+def _lock_holder(store: StateStore) -> dict[str, Any] | None:
+    from syncd.store.lock import file_lock_holder
+
+    path = getattr(store, "_lock_path", None)
+    return file_lock_holder(path) if isinstance(path, str) else None
+
+
+def _daemon_data(store: StateStore, now: datetime, tz: tzinfo) -> dict[str, Any] | None:
+    from syncd.heartbeat import read_beat
+
+    beat = read_beat(store)
+    if beat is None:
+        return None
+    return {
+        "alive": beat.alive(now),
+        "state": beat.state,
+        "pid": beat.pid,
+        "host": beat.host,
+        "started_at": _local(beat.started_at, tz),
+        "last_heartbeat": _local(beat.beat_at, tz),
+        "heartbeat_age_s": round((now - beat.beat_at).total_seconds(), 1),
+        "heartbeat_every_s": beat.every_s,
+        "note": beat.note,
+    }
+
+
 def status_data(
     config: Config, store: StateStore, *, runs: int = 10, now: datetime | None = None
 ) -> dict[str, Any]:
+    from syncd.daemon import local_timezone
+
+    tz = local_timezone()
     now = now or datetime.now(UTC)
     recent = store.recent_runs(runs)
     credits = store.credits_for_month(month_of(now))
@@ -87,25 +163,77 @@ def status_data(
             "credits_this_month": spent,
             "monthly_budget": budget,
             "remaining": None if budget is None else max(0, budget - spent),
+            "over_by": None if budget is None else max(0, spent - budget),
         }
     pending = store.journal_pending()
-    last_start = next((r.started_at for r in recent if r.mode != "dry_run"), None)
-    nxt = next_run(config, last_start, now)
+    daemon = _daemon_data(store, now, tz)
+    alive = bool(daemon and daemon["alive"])
+    nxt: datetime | None = None
+    if alive and daemon is not None and daemon["state"] != "paused":
+        last_start = next((r.started_at for r in recent if r.mode != "dry_run"), None)
+        nxt = next_run(config, last_start, now)
+    if alive:
+        why = "runs paused until a reload (SIGHUP)" if nxt is None else None
+    elif daemon is None:
+        why = "no daemon has run on this state store"
+    elif daemon["state"] == "stopped":
+        why = "no daemon is running: the last one stopped"
+    else:
+        why = f"no daemon is running: its last heartbeat is {human_duration(daemon['heartbeat_age_s'])} old"
+    running = [r for r in recent if r.outcome == "running"]
+    holder = _lock_holder(store)
+    lock: dict[str, Any] = {"held_by": None}
+    if holder is not None:
+        try:
+            since = _local(datetime.fromisoformat(str(holder.get("since"))), tz)
+        except ValueError:  # a lock file someone edited: the pid still counts
+            since = None
+        is_daemon = (
+            daemon is not None and daemon["pid"] == holder["pid"] and daemon["host"] == holder.get("host")
+        )
+        who = "the daemon" if is_daemon else "syncd"
+        lock = {"held_by": f"{who} (pid {holder['pid']} on {holder.get('host')}, since {since})", **holder}
+    elif alive and daemon is not None and daemon["state"] == "running":
+        lock = {"held_by": f"the daemon (pid {daemon['pid']} on {daemon['host']})"}
+    elif running and store.dialect != "sqlite":
+        lock = {"held_by": f"a {running[0].mode} run started {_local(running[0].started_at, tz)}"}
+    if running and holder is None and store.dialect == "sqlite":
+        # the run's row says running, but nobody holds the lock: the process died mid-run
+        lock["interrupted_run"] = (
+            f"a {running[0].mode} run started {_local(running[0].started_at, tz)} ended without finishing (killed?)"
+        )
+    failed = next((r for r in recent if r.error), None)
     return {
+        "now": _local(now, tz),
+        "timezone": str(tz),
         "month": month_of(now),
-        "next_run": nxt.isoformat() if nxt else None,
+        "daemon": daemon,
+        "lock": lock,
+        "next_run": _local(nxt, tz),
+        "next_run_note": why,
         "runs": [
             {
                 "run_id": r.id,
                 "mode": r.mode,
-                "started_at": r.started_at.isoformat(),
-                "ended_at": r.ended_at.isoformat() if r.ended_at else None,
+                "started_at": _local(r.started_at, tz),
+                "ended_at": _local(r.ended_at, tz),
+                "duration_s": round((r.ended_at - r.started_at).total_seconds(), 3) if r.ended_at else None,
                 "outcome": r.outcome,
                 "counts": r.counts,
+                "credits": r.counts.get("credits") or {},
                 "error": r.error,
             }
             for r in recent
         ],
+        "last_error": (
+            {
+                "run_id": failed.id,
+                "at": _local(failed.ended_at or failed.started_at, tz),
+                "error": failed.error,
+            }
+            if failed is not None
+            else None
+        ),
         "vendors": vendors,
         "pending_journal": [{"entry": e.id, "contact_id": e.contact_id, "run_id": e.run_id} for e in pending],
         "contacts": store.live_count(),
@@ -121,40 +249,127 @@ def show_status(
         data = status_data(config, store, runs=runs)
     finally:
         store.close()
-    if as_json or not _tty(out):
-        _line(data, out)
-        return EXIT_OK
+    if as_json:
+        _line(data, out)  # one JSON object on one line, for scripts
+    elif not _tty(out):
+        out.write(json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n")  # piped: still JSON
+    else:
+        print_status(data, out)
+    return EXIT_OK
+
+
+def print_status(data: dict[str, Any], out: TextIO) -> None:
     from rich.table import Table
 
     console = _console(out)
+    tz = zone_named(data.get("timezone"))
     console.print(
-        f"[bold]syncd status[/bold]  contacts known: {data['contacts']}  next run: {data['next_run']}"
+        f"[bold]syncd status[/bold]  {human_time(data['now'], tz)}  contacts known: {data['contacts']:,}"
     )
-    table = Table("started", "ended", "mode", "outcome", "seen", "updated", "failed", "error")
+    daemon = data["daemon"]
+    if daemon is None:
+        console.print("daemon: none has run on this state store")
+    elif daemon["alive"]:
+        console.print(
+            f"daemon: [green]alive[/green], {daemon['state']} (pid {daemon['pid']} on {daemon['host']}, since "
+            f"{human_time(daemon['started_at'], tz)}; last heartbeat {daemon['heartbeat_age_s']:.0f} s ago)",
+            soft_wrap=True,
+        )
+    else:
+        console.print(
+            f"daemon: [red]not running[/red] (last heartbeat {human_time(daemon['last_heartbeat'], tz)}, "
+            f"pid {daemon['pid']} on {daemon['host']}, {daemon['state']})",
+            soft_wrap=True,
+        )
+    held = data["lock"]["held_by"]
+    console.print(f"lock: held by {held}" if held else "lock: free", markup=False, soft_wrap=True)
+    if data["lock"].get("interrupted_run"):
+        console.print(f"[yellow]{data['lock']['interrupted_run']}[/yellow]", soft_wrap=True)
+    if data["next_run"]:
+        console.print(f"next run: {human_time(data['next_run'], tz)}")
+    else:
+        console.print(f"next run: none ({data['next_run_note']})", soft_wrap=True)
+    from rich import box
+
+    zone = human_time(data["now"], tz, "%Z")
+    table = Table(
+        "started",
+        "took",
+        "outcome",
+        *_COUNT_HEADS,
+        "credits",
+        title=f"recent runs (times in {zone})",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+        show_edge=False,
+    )
+    for column in table.columns:
+        column.no_wrap = True
     for r in data["runs"]:
         c = r["counts"]
+        started = human_time(r["started_at"], tz, "%m-%d %H:%M:%S")
+        outcome = r["outcome"] + (" (dry run)" if r["mode"] == "dry_run" else "")
         table.add_row(
-            r["started_at"][:19],
-            (r["ended_at"] or "")[:19],
-            r["mode"],
-            r["outcome"],
-            str(c.get("seen", "")),
-            str(c.get("updated", "")),
-            str(c.get("failed", "")),
-            (r["error"] or "")[:60],
+            started,
+            human_duration(r["duration_s"]) if r["ended_at"] else "running",
+            outcome,
+            *(f"{c[k]:,}" if isinstance(c.get(k), int) else "-" for k in COUNT_KEYS),
+            f"{sum(v for v in r['credits'].values() if isinstance(v, int)):,}",
         )
     console.print(table)
-    credits = Table("vendor", f"credits {data['month']}", "budget", "remaining", title="vendor credits")
+    if data["last_error"]:
+        err = data["last_error"]
+        line = f"last error ({human_time(err['at'], tz)}): {err['error']}"
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+    credits = Table("vendor", "spent / budget / left", title=f"vendor credits {data['month']}")
     for name, v in data["vendors"].items():
-        credits.add_row(
-            name, str(v["credits_this_month"]), str(v["monthly_budget"] or "-"), str(v["remaining"] or "-")
-        )
+        credits.add_row(name, budget_words(v["credits_this_month"], v["monthly_budget"]))
     console.print(credits)
     pending = data["pending_journal"]
     console.print(
         f"pending journal entries: {len(pending)}" + (" (resumed by the next run)" if pending else "")
     )
-    return EXIT_OK
+
+
+# --- links import ---------------------------------------------------------------------------------
+
+LINKS_REJECTED_CAP = 100  # rejected rows printed one a line; the rest are counted by reason
+_VARIABLE = re.compile(r"'[^']*'|\"[^\"]*\"|\b[0-9]+\b")
+
+
+def reason_kind(reason: str) -> str:
+    """A rejection's reason without its row's values: 'no PBX contact with id …'."""
+    text = _VARIABLE.sub("…", reason)
+    return text.split(" (", 1)[0].split(": ", 1)[0].strip()
+
+
+def print_links_report(
+    path: str,
+    imported: int,
+    rejected: Iterable[tuple[int, str]],
+    out: TextIO,
+    *,
+    cap: int = LINKS_REJECTED_CAP,
+) -> dict[str, int]:
+    """Each rejected row once, by line, up to `cap`; then the counts by reason and the totals.
+
+    Returns the counts by reason (most frequent first)."""
+    rows = sorted(rejected)
+    counts: dict[str, int] = {}
+    for _, reason in rows:
+        kind = reason_kind(reason)
+        counts[kind] = counts.get(kind, 0) + 1
+    lines = [f"{path}:{line}: rejected: {reason}" for line, reason in rows[:cap]]
+    if len(rows) > cap:
+        lines.append(f"... and {len(rows) - cap:,} more rejected row(s), counted by reason below")
+    by_reason = dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+    if by_reason:
+        lines.append("rejected rows by reason:")
+        lines += [f"  {n:>9,}  {kind}" for kind, n in by_reason.items()]
+    lines.append(f"{imported} link(s) imported, {len(rows)} row(s) rejected")
+    out.write("\n".join(lines) + "\n")
+    return by_reason
 
 
 # --- history ----------------------------------------------------------------------------------------

@@ -234,3 +234,20 @@ async def test_real_loopback_faults_are_survived() -> None:
             assert response.json() == {"ok": True}, kind
         assert client.stats.retries >= 4
         await client.aclose()
+
+
+async def test_a_refused_connection_names_host_port_and_the_reason() -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed on leaving the block: nothing listens there
+    register_secret("refused-secret-token")
+    client = ServiceClient(HttpSettings("pbx", f"http://127.0.0.1:{port}", max_attempts=1))
+    with pytest.raises(ServiceUnavailable) as err:
+        await client.request("GET", "/openapi/v1.0/x", params={"access_token": "refused-secret-token"})
+    await client.aclose()
+    message = str(err.value)
+    assert f"GET /openapi/v1.0/x on 127.0.0.1:{port}: ConnectError" in message
+    assert "(Connection refused)" in message
+    assert "refused-secret-token" not in message

@@ -47,6 +47,7 @@ ERRMSG: dict[int, str] = {
     60001: "DATA NOT FOUND",
     60002: "MAX LIMITATION EXCEEDED",
     70004: "ACCOUNT IP BLOCKED",
+    70087: "IP FORBIDDEN",
     70093: "PHONEBOOK_NOT_EXISTED",
 }
 
@@ -217,8 +218,6 @@ class PbxSimulator:
         # The errcode a refused login gets: 10005 ACCESS DENIED (the table's closest) or 20002 (a public
         # Node client reports wrong credentials so).
         self.login_refusal_errcode = login_refusal_errcode
-        # Endpoints the API application has no permission for: answered 10005 ACCESS DENIED.
-        self.denied: set[str] = set()
         # Endpoint -> N: every Nth request to it answers HTTP 503 (e.g. {"refresh_token": 2}).
         self.unavailable_every: dict[str, int] = {}
         self.unavailable: Counter[str] = Counter()  # 503s answered that way, by endpoint
@@ -233,6 +232,12 @@ class PbxSimulator:
         self.updates: list[dict[str, Any]] = []  # every accepted company_contact/update body, in order
         self.failed_logins: dict[str, int] = {}  # ip -> consecutive failed get_token calls
         self.blocked: dict[str, float] = {}  # ip -> clock() time the block ends
+        # The API app's settings (knobs a test may change while the server runs): endpoint names the app
+        # has no permission for answer 10005 ACCESS DENIED ("No access permission" in the docs' table) once
+        # the token is checked; with an allowed-IP list, other IPs get 70087 IP FORBIDDEN on every
+        # endpoint, get_token included (which endpoints the list guards is UNCONFIRMED: we guard all).
+        self.denied: set[str] = set()
+        self.allowed_ips: set[str] | None = None
 
         self._lock = threading.Lock()
         self._tokens: dict[str, _TokenPair] = {}  # by access token
@@ -566,6 +571,8 @@ class PbxSimulator:
             body = parsed
         query = request.query_params
         with self._lock:
+            if self.allowed_ips is not None and ip not in self.allowed_ips:
+                raise PbxError(70087)
             if endpoint.auth:
                 self._check_token(query.get("access_token"))
                 if name in self.denied:

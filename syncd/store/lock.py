@@ -14,10 +14,13 @@ from __future__ import annotations
 import errno
 import fcntl
 import hashlib
+import json
 import os
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
@@ -42,12 +45,48 @@ def file_lock(path: str) -> Iterator[None]:
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise _held(path) from None
             raise StoreError(f"state store lock {path}: cannot lock: {exc.strerror or exc}") from exc
+        _write_holder(fd)
         try:
             yield
         finally:
+            _write_holder(fd, clear=True)
             fcntl.flock(fd, fcntl.LOCK_UN)
     finally:
         os.close(fd)
+
+
+def _write_holder(fd: int, *, clear: bool = False) -> None:
+    """Who holds the lock (pid, host, since), for `syncd status`; best effort: the flock is what counts."""
+    try:
+        os.ftruncate(fd, 0)
+        if not clear:
+            since = datetime.now(UTC).isoformat(timespec="seconds")
+            info = {"pid": os.getpid(), "host": socket.gethostname(), "since": since}
+            os.pwrite(fd, json.dumps(info).encode(), 0)
+    except OSError:
+        pass
+
+
+def file_lock_holder(path: str) -> dict[str, object] | None:
+    """The holder a lock file names, if that process still lives (on this host; another host's is trusted).
+
+    Reads only: taking the lock to test it could make a run that starts at that instant fail as "lock held".
+    """
+    try:
+        with open(path, encoding="utf-8") as handle:
+            info = json.loads(handle.read(4096) or "null")
+    except (OSError, ValueError):
+        return None
+    if not isinstance(info, dict) or not isinstance(info.get("pid"), int):
+        return None
+    if info.get("host") == socket.gethostname():
+        try:
+            os.kill(info["pid"], 0)
+        except ProcessLookupError:
+            return None  # killed without releasing: the kernel dropped its flock
+        except PermissionError:
+            pass
+    return info
 
 
 @contextmanager

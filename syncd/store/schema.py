@@ -212,3 +212,19 @@ change_log = Table(
         postgresql_where=text("logged_at IS NULL"),
     ),
 )
+
+# --- 0003 (feat-check): the daemon's heartbeat ---------------------------------------------------
+
+daemon_heartbeat = Table(
+    "daemon_heartbeat",
+    metadata,
+    Column("id", String(32), primary_key=True),  # "daemon": one row per store
+    Column("pid", Integer, nullable=False),
+    Column("host", String(255), nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("beat_at", UTCDateTime, nullable=False),
+    Column("every_s", Integer, nullable=False),  # the heartbeat's period: alive while beats are fresh
+    Column("state", String(16), nullable=False),  # idle, running, paused, stopped
+    Column("next_run_at", UTCDateTime, nullable=True),
+    Column("note", Text, nullable=True),  # why runs are paused, or the run in progress
+)

@@ -104,10 +104,14 @@ def test_runs_cycles_notifies_serves_metrics_and_stops_cleanly(
     # `syncd status` shows the next run
     status = run_syncd(config, "status", "--json")
     assert status.returncode == 0, status.stderr
-    assert json.loads(status.stdout)["next_run"]
+    data = json.loads(status.stdout)
+    assert data["next_run"]
+    assert data["daemon"]["alive"] is True and data["daemon"]["pid"] == daemon.proc.pid
 
     # SIGTERM: exit 0, STOPPING=1, the PBX token revoked, no run left `running`
     assert daemon.stop() == 0
+    after = json.loads(run_syncd(config, "status", "--json").stdout)
+    assert (after["daemon"]["alive"], after["daemon"]["state"], after["next_run"]) == (False, "stopped", None)
     assert "STOPPING=1" in notify_socket.lines()
     assert daemon.find("pbx.token_revoked")
     assert sims.pbx.live_tokens() == 0

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,6 +23,7 @@ from syncd.daemon import (
     next_fire,
     next_run,
 )
+from syncd.heartbeat import Beat, write_beat
 from syncd.store import StateStore
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -105,6 +108,9 @@ def test_status_uses_the_daemon_schedule(new_york: ZoneInfo, tmp_path: Path) -> 
     store = StateStore.open(f"sqlite:///{tmp_path / 'state.db'}")
     try:
         store.start_run("daemon", T0)
+        data = report.status_data(config('interval = "15m"'), store, now=T0 + timedelta(minutes=1))
+        assert data["next_run"] is None  # no daemon alive: no next run (issue 13)
+        write_beat(store, Beat(os.getpid(), socket.gethostname(), T0, T0, 30, "running"))
         data = report.status_data(config('interval = "15m"'), store, now=T0 + timedelta(minutes=1))
         assert datetime.fromisoformat(data["next_run"]) == T0 + timedelta(minutes=15)
         data = report.status_data(config('cron = "0 3 * * *"'), store, now=T0 + timedelta(minutes=1))

@@ -247,7 +247,17 @@ def test_status_json_lists_runs_counts_and_credits(synced: Synced) -> None:
     assert runs[second_id]["counts"]["updated"] == 0
     assert data["pending_journal"] == []
     assert data["contacts"] == 60
-    assert data["next_run"] is not None
+    # one-shot runs only: no daemon, so no next run (issue 13: status used to print one regardless)
+    assert data["next_run"] is None
+    assert data["next_run_note"] == "no daemon has run on this state store"
+    assert data["daemon"] is None and data["lock"] == {"held_by": None}
+    for run in runs.values():
+        assert run["duration_s"] == pytest.approx(
+            (
+                datetime.fromisoformat(run["ended_at"]) - datetime.fromisoformat(run["started_at"])
+            ).total_seconds(),
+            abs=0.001,
+        )
     for name, vendor in data["vendors"].items():
         assert vendor["monthly_budget"] == 100000
         assert vendor["remaining"] == 100000 - vendor["credits_this_month"]

@@ -187,6 +187,23 @@ def test_five_failed_logins_block_the_ip() -> None:
         assert api.login(password=SECRET)["errcode"] == 10005
 
 
+def test_app_permissions_and_allowed_ips() -> None:
+    sim = PbxSimulator(Dataset(2))
+    with serve(sim) as api:
+        sim.denied = {"company_contact/update"}
+        assert api.get("company_contact/list", page_size=1)["errcode"] == 0
+        denied = api.post("company_contact/update", {"id": 1, "email": "a@example.com"})
+        assert (denied["errcode"], denied["errmsg"]) == (10005, "ACCESS DENIED: No access permission")
+        assert sim.updates == []
+        assert api.get("company_contact/update")["errcode"] == 10001  # wrong method: still unknown
+        sim.allowed_ips = {"192.0.2.1"}
+        assert api.get("company_contact/list")["errcode"] == 70087
+        assert api.login()["errcode"] == 70087  # the allowed-IP list guards the login too
+        assert sim.failed_logins == {}  # ...and a refused IP is no failed login
+        sim.allowed_ips = {"127.0.0.1"}
+        assert api.get("company_contact/list")["errcode"] == 0
+
+
 def test_user_agent_is_required() -> None:
     sim = PbxSimulator(Dataset(1))
     with serve(sim) as api:

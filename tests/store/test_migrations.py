@@ -28,7 +28,9 @@ LATER = {
     "credit_usage",
     "push_journal",
     "change_log",
+    "daemon_heartbeat",
 }
+HEAD = "0004_heartbeat"
 
 
 def tables(engine: Engine) -> set[str]:
@@ -36,16 +38,16 @@ def tables(engine: Engine) -> set[str]:
 
 
 def test_revisions_are_known_in_order() -> None:
-    assert migrate.known_revisions() == ["0001", "0002", "0003_owners"]
-    assert migrate.head_revision() == "0003_owners"
+    assert migrate.known_revisions() == ["0001", "0002", "0003_owners", HEAD]
+    assert migrate.head_revision() == HEAD
 
 
 def test_empty_to_head(fresh_url: str) -> None:
     with StateStore.open(fresh_url) as store:
-        assert store.schema_revision() == "0003_owners"
+        assert store.schema_revision() == HEAD
         assert tables(store.engine) == FOUNDATION | LATER
     with StateStore.open(fresh_url) as store:  # reopening an up-to-date store changes nothing
-        assert store.schema_revision() == "0003_owners"
+        assert store.schema_revision() == HEAD
 
 
 def test_models_match_migrations(store: StateStore) -> None:
@@ -107,7 +109,7 @@ def test_from_0001_with_data_to_head(fresh_url: str) -> None:
         engine.dispose()
 
     with StateStore.open(fresh_url) as store:
-        assert store.schema_revision() == "0003_owners"
+        assert store.schema_revision() == HEAD
         assert store.load_contacts() == {7: alice}
         assert store.tombstoned_ids() == {8}
         assert store.live_hashes() == {7: alice.content_hash()}
@@ -129,18 +131,18 @@ def test_downgrade_to_0001_keeps_the_foundation(fresh_url: str) -> None:
         assert migrate.downgrade(store.engine, store.where, "0001") == "0001"
         assert tables(store.engine) == FOUNDATION
     with StateStore.open(fresh_url) as store:
-        assert store.schema_revision() == "0003_owners"
+        assert store.schema_revision() == HEAD
         assert store.load_contacts()[1].name == "stays"
         assert store.credits_for_month("2026-11") == {}
 
 
 def test_a_newer_schema_is_refused(fresh_url: str) -> None:
     with StateStore.open(fresh_url) as store, store.engine.begin() as conn:
-        conn.execute(text(f"UPDATE {VERSION_TABLE} SET version_num = '0999'"))
+        conn.execute(text(f"UPDATE {VERSION_TABLE} SET version_num = '9999'"))
     with pytest.raises(StoreError) as err:
         StateStore.open(fresh_url)
     msg = str(err.value)
-    assert "'0999'" in msg and "newer syncd" in msg and "'0003_owners'" in msg
+    assert "'9999'" in msg and "newer syncd" in msg and f"'{HEAD}'" in msg
 
 
 def test_concurrent_first_opens_migrate_once(fresh_url: str) -> None:
@@ -158,7 +160,7 @@ def test_concurrent_first_opens_migrate_once(fresh_url: str) -> None:
         t.start()
     for t in threads:
         t.join()
-    assert results == ["0003_owners"] * 4
+    assert results == [HEAD] * 4
 
 
 def test_alembic_cli_is_refused() -> None:
