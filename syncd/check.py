@@ -277,7 +277,7 @@ PBX_HINTS = {
 
 async def _pbx(config: Config, check: ServiceCheck) -> None:
     from syncd.pbx.client import MemoryTokenCache, YeastarClient
-    from syncd.pbx.errors import PbxAuthError, PbxError
+    from syncd.pbx.errors import PbxAuthError, PbxError, PbxPermissionError
 
     settings = _quick(config.pbx.http_settings())
     transport = _Recorder(settings)
@@ -305,18 +305,18 @@ async def _pbx(config: Config, check: ServiceCheck) -> None:
         ) -> dict[str, Any] | None:
             try:
                 return await call()
+            except PbxPermissionError:
+                check.kind = PERMISSION
+                check.problem = (
+                    f"the API application has no permission for {endpoint} (errcode 10005): allow it in "
+                    "the PBX's API settings"
+                )
+                raise _Stop from None
             except PbxAuthError as exc:
                 check.kind = CREDENTIALS
                 check.problem = PBX_HINTS.get(exc.errcode, exc.reason)
                 raise _Stop from None
-            except PbxError as exc:
-                if exc.errcode == 10005:
-                    check.kind = PERMISSION
-                    check.problem = (
-                        f"the API application has no permission for {endpoint} (errcode 10005): allow it in "
-                        "the PBX's API settings"
-                    )
-                    raise _Stop from None
+            except PbxError:
                 return None  # any other errcode: the call reached the endpoint's own checks
 
         try:

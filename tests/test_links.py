@@ -114,14 +114,14 @@ def test_importing_another_contacts_id_is_refused_with_its_line_and_the_first_li
     )
     result = env.cli("links", "import", str(second))
     assert result.code == 1
-    rejected = [line for line in result.err.splitlines() if ": rejected: " in line]
+    rejected = [line for line in result.out.splitlines() if ": rejected: " in line]
     assert rejected == [
         f"{second}:2: rejected: insideview id '{INSIDEVIEW_ID_BASE + 1}' is already linked to contact 1 "
         "(that link stands)",
         f"{second}:4: rejected: leadfeeder id '{LEADFEEDER_ID_BASE + 2}' is already linked to contact 2 "
         "(that link stands)",
     ]
-    assert "2 link(s) imported, 2 row(s) rejected" in result.err
+    assert "2 link(s) imported, 2 row(s) rejected" in result.out
     with env.store() as store:
         links = store.links_for(None, ids=range(1, 11))
     assert {key: lk.vendor_id for key, lk in links.items()} == {

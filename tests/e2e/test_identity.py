@@ -43,7 +43,7 @@ def test_the_demo_links_file_refuses_a_shared_id_and_the_run_refuses_a_wrong_one
     path = env.sims.write_links(env.dir / "links.csv", conflicts=True)
     imported = env.cli("links", "import", str(path))
     assert imported.code == 1
-    rejected = [line for line in imported.err.splitlines() if ": rejected: " in line]
+    rejected = [line for line in imported.out.splitlines() if ": rejected: " in line]
     assert len(rejected) == 2 and all("is also given to line" in line for line in rejected)
     with env.store() as store:
         links = store.links_for("insideview")
