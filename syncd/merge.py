@@ -113,6 +113,7 @@ __all__ = [
     "merge",
     "next_states",
     "open_wants",
+    "wants_worth_buying",
 ]
 
 EMAIL: Final = "email"
@@ -782,6 +783,28 @@ def open_wants(
     """
     plan = _plan(base, current, results, states, settings)
     return frozenset(plan.opened - plan.answered)
+
+
+def wants_worth_buying(wants: frozenset[Want], current: Contact, settings: MergeSettings) -> frozenset[Want]:
+    """The open wants worth paying a vendor for: a number kind whose slots already hold a person's (or an
+    earlier run's) number of that kind is no longer bought for, since the answer is mostly the number the
+    contact holds. Its empty sibling slot is still filled (`merge`) from answers bought for other wants.
+
+    A held number that is a switchboard (`settings.switchboards`) holds no one's line: a direct line is
+    still bought beside it.
+    """
+    drop: set[Want] = set()
+    held = dict(current.numbers)
+    region = settings.default_region
+    for group in _GROUPS:
+        if group.want is None or group.want not in wants:
+            continue
+        for slot, _key in group.slots:
+            value = held.get(slot)
+            if value and to_e164(value, region) not in settings.switchboards:
+                drop.add(group.want)
+                break
+    return wants - drop if drop else wants
 
 
 def apply_update(current: Contact, update: ContactUpdate) -> Contact:

@@ -34,6 +34,7 @@ from syncd.merge import (
     merge,
     next_states,
     open_wants,
+    wants_worth_buying,
 )
 from syncd.model import (
     Contact,
@@ -1280,3 +1281,23 @@ def _throughput(n: int = 100_000) -> None:  # pragma: no cover - run by hand
 
 if __name__ == "__main__":  # pragma: no cover
     _throughput(int(sys.argv[1]) if len(sys.argv) > 1 else 100_000)
+
+
+def test_a_kind_the_contact_already_holds_is_not_bought_for_but_its_sibling_slot_is_still_filled() -> None:
+    """Buying for the second slot mostly buys back the number the contact holds: not worth a credit."""
+    c = contact(numbers={MOB: N1, BUS: N3})
+    wants = open_wants(c, c, {}, S)
+    assert {Want.mobile, Want.direct} <= wants  # both kinds still have an empty slot
+    assert wants_worth_buying(wants, c, S) == wants - {Want.mobile, Want.direct}
+    # an answer bought for another want still fills the empty sibling slots
+    m = run(c, [res(phones=[(N2, PhoneKind.mobile), (N4, PhoneKind.direct)])])
+    assert written(m) == {"mobile_number2": N2, "business_number2": N4}
+
+
+def test_a_held_switchboard_is_no_ones_line_so_a_direct_line_is_still_bought_beside_it() -> None:
+    c = contact(numbers={BUS: N3})
+    boards = dataclasses.replace(S, switchboards=frozenset({N3}))
+    assert Want.direct in wants_worth_buying(open_wants(c, c, {}, boards), c, boards)
+    assert Want.direct not in wants_worth_buying(open_wants(c, c, {}, S), c, S)
+    empty = contact()
+    assert wants_worth_buying(open_wants(empty, empty, {}, S), empty, S) == open_wants(empty, empty, {}, S)
