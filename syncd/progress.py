@@ -1,4 +1,4 @@
-"""Progress bars per phase (pull, enrich, push) for people at a terminal; nothing otherwise."""
+"""Progress bars per phase (resume, pull, enrich, push) for people at a terminal; nothing otherwise."""
 
 from __future__ import annotations
 
@@ -7,7 +7,12 @@ from typing import Any, TextIO
 
 from syncd.engine import Progress
 
-LABELS = {"pull": "pulling contacts", "enrich": "enriching", "push": "pushing updates"}
+LABELS = {
+    "resume": "resuming journal",
+    "pull": "pulling contacts",
+    "enrich": "enriching",
+    "push": "pushing updates",
+}
 
 
 class TerminalProgress(Progress):
