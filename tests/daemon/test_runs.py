@@ -249,3 +249,34 @@ def test_sigterm_to_sync_now_records_interrupted_and_the_resume_is_concurrent(
     assert finished["outcome"] == "ok" and finished["pending"] == 0
     with StateStore.open(state_url) as store:
         assert store.journal_pending() == []
+
+
+# --- exit codes of a summary --------------------------------------------------------------------------------
+
+
+def test_exit_code_of_interrupted_and_unreachable_runs() -> None:
+    from datetime import UTC, datetime
+
+    from syncd.engine import RunSummary
+
+    def made(**kw: Any) -> RunSummary:
+        return RunSummary(run_id="r", mode="sync", started_at=datetime(2026, 12, 1, tzinfo=UTC), **kw)
+
+    stopped = made(interrupted=True, counts={"pending": 3})
+    stopped.outcome = stopped.settle()
+    assert (stopped.outcome, stopped.exit_code) == ("interrupted", 75)
+    early = made(interrupted=True, counts={"pending": 0})  # stopped before anything was committed
+    early.outcome = early.settle()
+    assert (early.outcome, early.exit_code) == ("interrupted", 0)
+    down = made(vendor_stops={"contactout": "unavailable", "leadfeeder": "budget"})
+    down.outcome = down.settle()
+    assert (down.outcome, down.exit_code) == ("unreachable", 75)
+    down_and_failed = made(vendor_stops={"contactout": "unavailable"}, failures=[(1, "40002")])
+    down_and_failed.outcome = down_and_failed.settle()
+    assert (down_and_failed.outcome, down_and_failed.exit_code) == ("unreachable", 75)
+    spent = made(vendor_stops={"leadfeeder": "budget"})
+    spent.outcome = spent.settle()
+    assert (spent.outcome, spent.exit_code) == ("ok", 0)
+    refused = made(vendor_stops={"insideview": "auth"})
+    refused.outcome = refused.settle()
+    assert (refused.outcome, refused.exit_code) == ("ok", 1)
