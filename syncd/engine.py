@@ -293,6 +293,10 @@ class SyncEngine:
             if pending is not None:
                 # what `status` shows as pending: one number, in the log, the run's record and status
                 summary.counts["pending"] = pending
+                if summary.outcome == "interrupted" and error is None:
+                    error = (
+                        f"stopped by a signal; {pending} journal entries pending (the next run resumes them)"
+                    )
             try:
                 self.store.finish_run(run_id, summary.outcome, summary.counts, error, summary.ended_at)
             finally:

@@ -224,6 +224,7 @@ def test_sigterm_to_sync_now_records_interrupted_and_the_resume_is_concurrent(
         [stored] = store.recent_runs(1)
         entries = store.journal_pending()
     assert stored.outcome == "interrupted" and stored.counts["pending"] == pending
+    assert stored.error is not None and f"{pending} journal entries pending" in stored.error
     assert len(entries) == pending  # one number: the log, the run's record and the journal agree
     assert all(entry.sent_at is None for entry in entries)  # the contact in flight was finished
     shown = status(slow)
