@@ -263,7 +263,7 @@ class SyncEngine:
                 # ledger, so the next run plans the same without buying again
                 summary.interrupted = True
                 summary.outcome = "interrupted"
-                log.info("run.stopping", phase="before push")
+                log.info("run.stopped", phase="before push")
                 return summary
             if self.dry_run:
                 summary.planned = planned
