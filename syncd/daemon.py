@@ -19,7 +19,9 @@ Runs
 
 Signals
 - SIGTERM / SIGINT: the running run stops between contacts (the engine's `stop` event) and records
-  itself; the daemon revokes the PBX token it holds and exits 0.
+  itself as `interrupted`, with the journal entries left pending (the number `syncd status` shows);
+  the daemon revokes the PBX token it holds and exits 0. (`syncd --sync-now` handles the same signals
+  through `engine.run_stoppable`, exiting 75 when entries remain pending.)
 - SIGHUP: the config file is read again and validated; an invalid file is refused (`config.reload_failed`,
   the old config stays), a valid one replaces the old one for the next run (`config.reloaded`), with a
   new schedule (`schedule.changed`), metrics endpoint or state store when those changed. Changes to

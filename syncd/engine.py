@@ -17,6 +17,7 @@ import asyncio
 import dataclasses
 import gc
 import hashlib
+import signal
 import threading
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -166,13 +167,30 @@ class RunSummary:
     # (contact id, name, skip) for every switchboard number the plan left out
     switchboard_skips: list[tuple[int, str, Skip]] = field(default_factory=list)
 
+    interrupted: bool = False  # asked to stop (SIGTERM/SIGINT) and stopped before the end
+
+    @property
+    def unreachable_vendors(self) -> list[str]:
+        return sorted(v for v, why in self.vendor_stops.items() if why == "unavailable")
+
+    def settle(self) -> str:
+        """The outcome of a run that returned: interrupted > unreachable > partial > ok."""
+        if self.interrupted:
+            return "interrupted"
+        if self.unreachable or self.unreachable_vendors:
+            return "unreachable"
+        return "partial" if self.failures else "ok"
+
     @property
     def exit_code(self) -> int:
+        # an interrupted run is "try later" while journal entries wait for the next run, else done;
         # a vendor that stayed unreachable is "try later"; refused credentials are a failed run;
         # a spent budget or exhausted credits are normal operation
-        if self.unreachable or "unavailable" in self.vendor_stops.values():
+        if self.outcome == "interrupted":
+            return EXIT_TEMPFAIL if self.counts.get("pending") else EXIT_OK
+        if self.unreachable or self.unreachable_vendors:
             return EXIT_TEMPFAIL
-        if self.failures or self.outcome != "ok" or "auth" in self.vendor_stops.values():
+        if self.failures or self.outcome not in ("ok", "unreachable") or "auth" in self.vendor_stops.values():
             return EXIT_PARTIAL
         return EXIT_OK
 
@@ -236,6 +254,9 @@ class SyncEngine:
             if not self.dry_run:
                 log_unlogged(self.store, self.clock())  # change events a killed run never wrote
                 await self._resume_journal(pbx, run_id, summary)
+                if summary.interrupted:
+                    summary.outcome = "interrupted"
+                    return summary
             pulled = await self._pull(pbx, summary)
             # an unchanged contact's base is the contact itself (equal hashes): load only the changed ones
             bases = self.store.load_contacts(pulled.classification.changed)
@@ -267,7 +288,8 @@ class SyncEngine:
             if self.stop.is_set():
                 # asked to stop (SIGTERM) before anything was committed: the paid answers are in the
                 # ledger, so the next run plans the same without buying again
-                summary.outcome = "aborted"
+                summary.interrupted = True
+                summary.outcome = "interrupted"
                 log.info("run.stopped", phase="before push")
                 return summary
             if self.dry_run:
@@ -275,7 +297,7 @@ class SyncEngine:
             else:
                 entries = self._commit(run_id, pulled, planned, notes)
                 await self._push(pbx, run_id, entries, {p.contact.id: p.contact for p in planned}, summary)
-            summary.outcome = "ok" if not summary.failures and not summary.unreachable else "partial"
+            summary.outcome = summary.settle()
         except MassLossError as exc:
             summary.outcome, error = "aborted", str(exc)
             raise
@@ -290,6 +312,18 @@ class SyncEngine:
             summary.ended_at = self.clock()
             summary.counts.setdefault("failed", len(summary.failures))
             summary.counts["credits"] = summary.credits
+            if summary.unreachable_vendors:
+                summary.counts["unreachable"] = summary.unreachable_vendors
+                if error is None:
+                    error = "unreachable: " + ", ".join(summary.unreachable_vendors)
+            pending = None if self.dry_run else self._pending_count()
+            if pending is not None:
+                # what `status` shows as pending: one number, in the log, the run's record and status
+                summary.counts["pending"] = pending
+                if summary.outcome == "interrupted" and error is None:
+                    error = (
+                        f"stopped by a signal; {pending} journal entries pending (the next run resumes them)"
+                    )
             try:
                 self.store.finish_run(run_id, summary.outcome, summary.counts, error, summary.ended_at)
             finally:
@@ -306,6 +340,12 @@ class SyncEngine:
                 )
                 structlog.contextvars.unbind_contextvars("run_id")
         return summary
+
+    def _pending_count(self) -> int | None:
+        try:
+            return len(self.store.journal_pending())
+        except Exception:  # the store failing is what ends this run: its own error says so
+            return None
 
     def _build_providers(self) -> dict[Vendor, Provider]:
         from syncd.vendors.factory import build_providers
@@ -510,7 +550,8 @@ class SyncEngine:
         semaphore = asyncio.Semaphore(self.config.sync.push_concurrency)
         for start in range(0, len(entries), QUERY_CHUNK):
             if self.stop.is_set():
-                log.info("push.stopping", pending=len(entries) - start)
+                summary.interrupted = True
+                log.info("push.stopping", left_in_this_run=len(entries) - start)
                 break
             chunk = entries[start : start + QUERY_CHUNK]
             now_held = await pbx.query_contacts(e.contact_id for e in chunk)
@@ -531,6 +572,7 @@ class SyncEngine:
             async def send(entry: JournalEntry, held: Contact) -> bool:
                 async with semaphore:
                     if self.stop.is_set():
+                        summary.interrupted = True
                         return False  # never marked sent: not in doubt, the next run sends it
                     return await self._send(pbx, entry, held, summary)
 
@@ -672,13 +714,34 @@ class SyncEngine:
                     )
 
     async def _resume_journal(self, pbx: YeastarClient, run_id: str, summary: RunSummary) -> None:
+        """Resolve the entries a stopped or killed run left pending, `push_concurrency` at a time.
+
+        Per chunk of `QUERY_CHUNK` entries: one query of what the PBX holds, then each entry is confirmed
+        (sent before the stop or crash: logged once), sent (its precondition still holds) or superseded
+        (a person changed the contact); the sends run concurrently and are read back with one query.
+        One `journal.resume_progress` event per chunk. A stop request ends the resume between chunks.
+        """
         pending = self.store.journal_pending()
         if not pending:
             return
         log.info("journal.resuming", pending=len(pending))
+        self.progress.phase("resume", len(pending))
         bases = self.store.load_contacts(e.contact_id for e in pending)
+        semaphore = asyncio.Semaphore(self.config.sync.push_concurrency)
         resumed = confirmed = superseded = 0
+
+        async def send(entry: JournalEntry, held: Contact) -> bool:
+            async with semaphore:
+                if self.stop.is_set():
+                    summary.interrupted = True
+                    return False  # never marked sent: the next run sends it
+                return await self._send(pbx, entry, held, summary)
+
         for start in range(0, len(pending), QUERY_CHUNK):
+            if self.stop.is_set():
+                summary.interrupted = True
+                log.info("journal.resume_stopping", left_in_this_run=len(pending) - start)
+                break
             chunk = pending[start : start + QUERY_CHUNK]
             held_now = await pbx.query_contacts(e.contact_id for e in chunk)
             to_send: list[tuple[JournalEntry, Contact]] = []
@@ -690,14 +753,13 @@ class SyncEngine:
                         entry.id, "superseded", "the contact no longer exists", self.clock()
                     )
                     superseded += 1
-                    continue
-                if _holds(held, apply_update(base, _rebased(entry.update, base)), entry.update):
-                    self._applied(
-                        run_id, [(entry, held)], summary
-                    )  # sent before the crash: confirm, log once
+                elif _holds(held, apply_update(base, _rebased(entry.update, base)), entry.update):
+                    # sent before the stop or crash: confirm, log once
+                    self._applied(run_id, [(entry, held)], summary)
                     confirmed += 1
                 elif managed_view(held) == managed_view(base):
                     to_send.append((entry, held))
+                    continue  # advanced once sent
                 else:
                     self.store.journal_resolve(
                         entry.id,
@@ -706,12 +768,33 @@ class SyncEngine:
                         self.clock(),
                     )
                     superseded += 1
-            for entry, held in to_send:
-                if await self._send(pbx, entry, held, summary):
-                    after = self._confirm(entry, held, await pbx.get_contact(entry.contact_id), summary)
-                    if after is not None:
-                        self._applied(run_id, [(entry, after)], summary)
-                        resumed += 1
+                self.progress.advance("resume")
+            # every send finishes (or fails) before the next step, as in the push
+            sent = await asyncio.gather(*(send(e, h) for e, h in to_send), return_exceptions=True)
+            done = [pair for pair, ok in zip(to_send, sent, strict=True) if ok is True]
+            if done:
+                after = await pbx.query_contacts(e.contact_id for e, _ in done)
+                back = [
+                    (entry, now)
+                    for entry, held in done
+                    if (now := self._confirm(entry, held, after.get(entry.contact_id), summary)) is not None
+                ]
+                self._applied(run_id, back, summary)
+                resumed += len(back)
+            self.progress.advance("resume", len(to_send))
+            log.info(
+                "journal.resume_progress",
+                done=min(start + len(chunk), len(pending)),
+                of=len(pending),
+                confirmed=confirmed,
+                sent=resumed,
+                superseded=superseded,
+            )
+            failure = next((o for o in sent if isinstance(o, BaseException)), None)
+            if failure is not None:
+                # as before the resume was concurrent: the run ends here; entries marked sent stay
+                # pending (in doubt) and the next run confirms or resends them
+                raise failure
         summary.counts["journal_resumed"] = {
             "confirmed": confirmed,
             "sent": resumed,
@@ -744,6 +827,37 @@ def _holds(after: Contact, expected: Contact, update: ContactUpdate) -> bool:
 # --- entry points ---------------------------------------------------------------------------------
 
 
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+async def run_stoppable(engine: SyncEngine) -> RunSummary:
+    """`engine.run()` with SIGTERM / SIGINT handled as the daemon handles them: the first one sets the
+    engine's stop (the contact being written is finished, the run recorded as `interrupted`); a second
+    one acts as if syncd did not handle it (SIGTERM ends the process, SIGINT raises KeyboardInterrupt)."""
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+
+    def on_signal(sig: signal.Signals) -> None:
+        for s in installed:
+            loop.remove_signal_handler(s)
+        installed.clear()
+        log.warning("run.stopping", signal=sig.name, hint="finishing the contact being written")
+        engine.stop.set()
+
+    if threading.current_thread() is threading.main_thread():
+        for sig in STOP_SIGNALS:
+            try:
+                loop.add_signal_handler(sig, on_signal, sig)
+            except (NotImplementedError, RuntimeError, ValueError):
+                continue
+            installed.append(sig)
+    try:
+        return await engine.run()
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+
+
 def run_once(
     config: Config, *, dry_run: bool = False, buy: bool = False, progress: Progress | None = None
 ) -> int:
@@ -756,7 +870,7 @@ def run_once(
     try:
         with store.lock():
             engine = SyncEngine(config, store, dry_run=dry_run, buy=buy or not dry_run, progress=display)
-            summary = asyncio.run(engine.run())
+            summary = asyncio.run(run_stoppable(engine))
     finally:
         display.done()
         store.close()

@@ -49,6 +49,14 @@ class StoreError(SyncdError):
     exit_code = EXIT_TEMPFAIL
 
 
+class StoreConfigError(StoreError):
+    """The store cannot be created or written (permissions, a read-only file system, a path that is a
+    directory or not there): retrying cannot help, so it is a configuration error and systemd's
+    `RestartPreventExitStatus=78` stops the restart loop."""
+
+    exit_code = EXIT_CONFIG
+
+
 class MassLossError(SyncdError):
     """The PBX suddenly lists far fewer contacts than the store knows: refuse to act."""
 

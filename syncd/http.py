@@ -5,8 +5,18 @@ its base URL, timeouts, User-Agent and TLS settings, plus
 - bounded concurrency (a semaphore) and its own rate limit (a token bucket);
 - retries on 429 (honouring Retry-After, and pausing the whole service, since vendors throttle per
   account), on 5xx, timeouts and broken connections, with full-jitter exponential backoff and a cap;
-- errors that name the service and the reason, never a URL's query string, a header or a body.
+- errors that name the service and the reason, never a URL's query string, a header or a body;
+- a circuit breaker (`CircuitBreaker`): once the service looks down, every further request of this
+  client fails at once with `ServiceUnavailable` instead of walking its own retry ladder.
 Responses with other statuses are returned for the caller to interpret.
+
+The breaker counts failed exchanges in a row (connection failures, timeouts, broken connections, 5xx;
+not 429, which says the service is up and busy). Any other answer resets the count. It trips when the
+count reaches `breaker_threshold` and either every failure of the streak was a refused connection (the
+port is closed: nothing listens) or a call has already given up during the streak (its whole retry
+ladder failed). So a service that is down costs one retry ladder, not one per request, while a burst
+of 5xx that a retry gets through never trips it. A tripped breaker stays open for the client's life:
+one run (callers build their clients per run), so the next run asks again.
 """
 
 from __future__ import annotations
@@ -52,6 +62,42 @@ class HttpSettings:
     max_retry_after: float = 900.0  # a longer Retry-After means "try later": give up instead
     user_agent: str = f"syncd/{__version__}"
     retry_statuses: frozenset[int] = RETRY_STATUSES
+    breaker_threshold: int | None = 5  # failed exchanges in a row that trip the breaker; None = never
+
+
+class CircuitBreaker:
+    """Trips after `threshold` failed exchanges in a row (see the module's docstring)."""
+
+    def __init__(self, threshold: int | None) -> None:
+        self.threshold = threshold
+        self.streak = 0  # failed exchanges in a row
+        self.refused_only = True  # every failure of the streak was a refused connection
+        self.gave_up = False  # a call exhausted its attempts during the streak
+        self.last_reason = ""
+        self.tripped: str | None = None  # why, once open
+
+    def success(self) -> None:
+        if self.tripped is None:
+            self.streak, self.refused_only, self.gave_up = 0, True, False
+
+    def failure(self, reason: str, *, refused: bool) -> bool:
+        """Count one failed exchange; True when this one trips the breaker."""
+        self.streak += 1
+        self.refused_only = self.refused_only and refused
+        self.last_reason = reason
+        return self._check()
+
+    def give_up(self) -> bool:
+        self.gave_up = True
+        return self._check()
+
+    def _check(self) -> bool:
+        if self.tripped is not None or self.threshold is None or self.streak < self.threshold:
+            return False
+        if not (self.refused_only or self.gave_up):
+            return False
+        self.tripped = f"{self.streak} failed requests in a row, the last: {self.last_reason}"
+        return True
 
 
 class RateLimiter:
@@ -158,6 +204,7 @@ class CallStats:
     calls: int = 0  # logical calls made through `request`
     retries: int = 0
     throttled: int = 0
+    short_circuited: int = 0  # calls refused at once because the breaker was open
     statuses: Counter[int] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
 
@@ -180,6 +227,7 @@ class ServiceClient:
         self._on_request = on_request
         self.stats = CallStats()
         self.limiter = RateLimiter(settings.rate_per_second, settings.burst, clock=clock, sleep=sleep)
+        self.breaker = CircuitBreaker(settings.breaker_threshold)
         self._semaphore = asyncio.Semaphore(settings.max_concurrency)
         timeout = httpx.Timeout(settings.timeout, connect=settings.connect_timeout)
         limits = httpx.Limits(
@@ -203,6 +251,32 @@ class ServiceClient:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.aclose()
+
+    @property
+    def tripped(self) -> str | None:
+        """Why the breaker is open (the service looked down), or None."""
+        return self.breaker.tripped
+
+    def _check_breaker(self, what: str) -> None:
+        reason = self.breaker.tripped
+        if reason is not None:
+            self.stats.short_circuited += 1
+            raise ServiceUnavailable(
+                self.service, f"{what}: unreachable ({reason}); no further calls this run"
+            )
+
+    def _failed(self, reason: str, *, refused: bool = False, gave_up: bool = False) -> None:
+        tripped = self.breaker.failure(reason, refused=refused)
+        if gave_up:
+            tripped = self.breaker.give_up() or tripped
+        if tripped:
+            log.error(
+                "http.circuit_open",
+                service=self.service,
+                failures=self.breaker.streak,
+                reason=reason,
+                hint="the service is treated as down for the rest of this run",
+            )
 
     def _backoff(self, attempt: int) -> float:
         s = self.settings
@@ -228,9 +302,12 @@ class ServiceClient:
         self.stats.calls += 1
         attempts = s.max_attempts if retry else 1
         last_reason = "no attempt made"
+        asked = f"{method} {_path_of(url)}"
         for attempt in range(attempts):
+            self._check_breaker(asked)
             async with self._semaphore:
                 await self.limiter.acquire()
+                self._check_breaker(asked)
                 try:
                     request = self._client.build_request(
                         method, url, params=params, json=json, content=content, headers=headers
@@ -250,7 +327,13 @@ class ServiceClient:
                     self.stats.errors[kind] += 1
                     self._notify(None, kind)
                     last_reason = f"{what} on {host_port(request.url)}: {kind}: {redact(_root_cause(exc)) or 'no detail'}"
-                    if _untrusted_certificate(exc):
+                    untrusted = _untrusted_certificate(exc)
+                    self._failed(
+                        last_reason,
+                        refused=isinstance(exc, httpx.ConnectError),
+                        gave_up=untrusted or attempt + 1 >= attempts,
+                    )
+                    if untrusted:
                         # retrying cannot make a certificate trusted: say so at once
                         raise ServiceUnavailable(
                             self.service,
@@ -259,6 +342,7 @@ class ServiceClient:
                         ) from None
                     delay = self._backoff(attempt)
                     if attempt + 1 < attempts:
+                        self._check_breaker(what)  # tripped: no point in waiting to try again
                         self.stats.retries += 1
                         log.warning(
                             "http.retry",
@@ -274,10 +358,19 @@ class ServiceClient:
             self.stats.statuses[status] += 1
             self._notify(status, None)
             if status not in s.retry_statuses:
+                self.breaker.success()
                 return response
+            if status == 429:
+                self.breaker.success()  # throttled: the service is up
             retry_after = parse_retry_after(response.headers.get("Retry-After"))
             if status == 429:
                 self.stats.throttled += 1
+            else:
+                self._failed(
+                    f"{what}: HTTP {status}",
+                    gave_up=attempt + 1 >= attempts
+                    or (retry_after is not None and retry_after > s.max_retry_after),
+                )
             if retry_after is not None and retry_after > s.max_retry_after:
                 # a longer wait than we ever sleep through means "try later", on a 503 as on a 429
                 what_happened = "throttled" if status == 429 else f"HTTP {status}"
@@ -287,6 +380,7 @@ class ServiceClient:
             last_reason = f"{what}: HTTP {status}"
             if attempt + 1 >= attempts:
                 break
+            self._check_breaker(what)
             delay = retry_after if retry_after is not None else self._backoff(attempt)
             if status == 429:
                 # throttling is per account at these vendors: hold every request of this service
@@ -308,6 +402,14 @@ class ServiceClient:
     def _notify(self, status: int | None, error: str | None) -> None:
         if self._on_request is not None:
             self._on_request(self.service, status, error)
+
+
+def _path_of(url: str) -> str:
+    """A request target's path only (never its query string), for messages."""
+    try:
+        return httpx.URL(url).path[:120]
+    except (httpx.InvalidURL, TypeError):
+        return "(unparsable URL)"
 
 
 def _untrusted_certificate(exc: BaseException) -> bool:

@@ -5,7 +5,8 @@ in a registry of their own (not prometheus_client's global one), so several daem
 do not collide, and only syncd's series are exposed (no process_/python_ collectors: they read /proc).
 
 Series (counters are totals since the daemon started):
-- syncd_runs_total{outcome}                   ok | partial | failed | aborted | skipped
+- syncd_runs_total{outcome}                   ok | partial | unreachable | interrupted | failed | aborted |
+                                              skipped
 - syncd_run_duration_seconds                  histogram of finished runs (skipped ones excluded)
 - syncd_run_in_progress                       1 while a run is going
 - syncd_last_run_timestamp_seconds{outcome}   end of the last run with that outcome (unix time)
@@ -81,7 +82,7 @@ class Metrics:
         self.errors = Counter("syncd_errors", "Errors by service", ["service"], registry=r)
         info = Gauge("syncd_info", "syncd build information", ["version"], registry=r)
         info.labels(version=__version__).set(1)
-        for outcome in ("ok", "partial", "failed", "aborted", "skipped"):
+        for outcome in ("ok", "partial", "unreachable", "interrupted", "failed", "aborted", "skipped"):
             self.runs.labels(outcome=outcome)  # present at 0 from the start: rate() needs a baseline
         self._lock = threading.Lock()
 
@@ -90,7 +91,7 @@ class Metrics:
         self.in_progress.set(1)
 
     def observe_run(self, summary: RunSummary, duration: float) -> None:
-        """A run that returned its summary (outcome ok or partial)."""
+        """A run that returned its summary (ok, partial, unreachable or interrupted)."""
         with self._lock:
             self.in_progress.set(0)
             self.runs.labels(outcome=summary.outcome).inc()
@@ -111,6 +112,8 @@ class Metrics:
                         if amount:
                             self.lookups.labels(vendor=vendor, result=result).inc(amount)
                     errors = _int(tally.get("errors"))
+                    if tally.get("stopped") == "unavailable":
+                        errors += 1  # dropped for the run as unreachable: one error for the service
                     if errors:
                         self.errors.labels(service=vendor).inc(errors)
             for vendor, credits in summary.credits.items():

@@ -1,4 +1,4 @@
-"""Progress bars per phase (pull, enrich, push) for people at a terminal; nothing otherwise.
+"""Progress bars per phase (resume, pull, enrich, push) for people at a terminal; nothing otherwise.
 
 - a count never exceeds its total (an advance past it is clamped);
 - a phase ends when the next one starts (or at `done()`): its total is fixed if it had none and its timer
@@ -16,7 +16,12 @@ from typing import Any, TextIO
 
 from syncd.engine import Progress
 
-LABELS = {"pull": "pulling contacts", "enrich": "enriching", "push": "pushing updates"}
+LABELS = {
+    "resume": "resuming journal",
+    "pull": "pulling contacts",
+    "enrich": "enriching",
+    "push": "pushing updates",
+}
 
 
 class TerminalProgress(Progress):

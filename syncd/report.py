@@ -38,7 +38,13 @@ def _line(obj: dict[str, Any], stream: TextIO) -> None:
 
 
 def check_config(config: Config, stream: TextIO | None = None) -> int:
+    from syncd.errors import ConfigError
+    from syncd.store.access import state_url_problems
+
     out = stream or sys.stdout
+    problems = state_url_problems(config.sync.state_url)
+    if problems:
+        raise ConfigError("sync.state_url", "; ".join(problems))
     sections = [key for key, _ in config.secret_sections()]
     schedule = f"cron {config.sync.cron}" if config.sync.cron else f"every {_duration(config.sync.interval)}"
     lines = [
@@ -244,7 +250,7 @@ def show_status(
     config: Config, *, as_json: bool = False, runs: int = 10, stream: TextIO | None = None
 ) -> int:
     out = stream or sys.stdout
-    store = StateStore.open(config.sync.state_url)
+    store = StateStore.open(config.sync.state_url, create=False)  # read-only: never creates one
     try:
         data = status_data(config, store, runs=runs)
     finally:
@@ -396,7 +402,7 @@ def show_history(
 ) -> int:
     out = stream or sys.stdout
     when = parse_since(since)
-    store = StateStore.open(config.sync.state_url)
+    store = StateStore.open(config.sync.state_url, create=False)  # read-only: never creates one
     try:
         rows = store.history(contact_id=contact, since=when, limit=limit, kinds=None)
     finally:

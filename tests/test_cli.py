@@ -187,7 +187,9 @@ def test_check_config_on_the_demo_config_reaches_nothing(tmp_path: Path, no_netw
     assert not (env.dir / "state.db").exists()
 
 
-def test_check_config_on_the_example_config(monkeypatch: pytest.MonkeyPatch, no_network: list[Any]) -> None:
+def test_check_config_on_the_example_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_network: list[Any]
+) -> None:
     for name in (
         "SYNCD_PBX_SECRET",
         "SYNCD_INSIDEVIEW_SECRET",
@@ -195,11 +197,23 @@ def test_check_config_on_the_example_config(monkeypatch: pytest.MonkeyPatch, no_
         "SYNCD_CONTACTOUT_TOKEN",
     ):
         monkeypatch.setenv(name, f"value-of-{name.lower()}")
-    result = run_cli(["--config", str(REPO / "config" / "syncd.example.toml"), "check-config"])
+    example = REPO / "config" / "syncd.example.toml"
+    text = example.read_text(encoding="utf-8")
+    default_store = "sqlite:////var/lib/syncd/state.db"
+    assert default_store in text
+    # the example's store lives in /var/lib/syncd (systemd's StateDirectory=): here, in a directory that exists
+    local = tmp_path / "syncd.toml"
+    local.write_text(text.replace(default_store, f"sqlite:///{tmp_path / 'state.db'}"), encoding="utf-8")
+    local.chmod(0o600)
+    result = run_cli(["--config", str(local), "check-config"])
     assert result.code == 0, result.err
     assert no_network == []
+    if not Path("/var/lib/syncd").exists():
+        # as it is, on a host without the state directory: reported, naming the key
+        missing = run_cli(["--config", str(example), "check-config"])
+        assert_config_error(missing, "sync.state_url", "/var/lib/syncd does not exist")
     monkeypatch.delenv("SYNCD_CONTACTOUT_TOKEN")
-    absent = run_cli(["--config", str(REPO / "config" / "syncd.example.toml"), "check-config"])
+    absent = run_cli(["--config", str(local), "check-config"])
     assert_config_error(absent, "vendors.contactout.token", "SYNCD_CONTACTOUT_TOKEN")
 
 

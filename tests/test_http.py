@@ -251,3 +251,103 @@ async def test_a_refused_connection_names_host_port_and_the_reason() -> None:
     assert f"GET /openapi/v1.0/x on 127.0.0.1:{port}: ConnectError" in message
     assert "(Connection refused)" in message
     assert "refused-secret-token" not in message
+
+
+# --- the circuit breaker ------------------------------------------------------------------------------
+
+
+def refusing() -> tuple[httpx.MockTransport, list[httpx.Request]]:
+    """A service whose port is closed: every connection is refused."""
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+
+    return httpx.MockTransport(handler), seen
+
+
+async def test_a_closed_port_trips_the_breaker_after_a_few_attempts_for_all_calls() -> None:
+    transport, seen = refusing()
+    client = ServiceClient(
+        settings(max_attempts=6, max_concurrency=4, breaker_threshold=5), transport=transport, sleep=Sleeps()
+    )
+    outcomes = await asyncio.gather(
+        *(client.request("GET", f"/p/{i}") for i in range(50)), return_exceptions=True
+    )
+    assert all(isinstance(o, ServiceUnavailable) for o in outcomes)
+    # five refused connections trip it; the calls already past the breaker finish their one attempt
+    assert 5 <= len(seen) <= 5 + 4
+    assert client.tripped is not None and "Connection refused" in client.tripped
+    assert client.stats.short_circuited >= 50 - len(seen)
+    before = len(seen)
+    with pytest.raises(ServiceUnavailable, match="unreachable"):
+        await client.request("GET", "/later")
+    assert len(seen) == before  # open for the client's life: no further request goes out
+    await client.aclose()
+
+
+async def test_5xx_trip_the_breaker_only_once_a_whole_retry_ladder_failed() -> None:
+    transport, seen = scripted([(503, {})])
+    client = ServiceClient(settings(max_attempts=3, breaker_threshold=5), transport=transport, sleep=Sleeps())
+    with pytest.raises(ServiceUnavailable, match="gave up after 3 attempts"):
+        await client.request("GET", "/a")
+    assert len(seen) == 3 and client.tripped is None  # a streak of 3 < 5
+    with pytest.raises(ServiceUnavailable, match="unreachable"):
+        await client.request("GET", "/b")
+    assert len(seen) == 5 and client.tripped is not None  # the 5th failure in a row, after a give-up
+    with pytest.raises(ServiceUnavailable, match="no further calls"):
+        await client.request("GET", "/c")
+    assert len(seen) == 5
+    await client.aclose()
+
+
+async def test_a_burst_of_5xx_that_a_retry_gets_through_never_trips_it() -> None:
+    transport, seen = scripted([(500, {})] * 7 + [(200, {})])
+    client = ServiceClient(
+        settings(max_attempts=10, breaker_threshold=5), transport=transport, sleep=Sleeps()
+    )
+    assert (await client.request("GET", "/x")).status_code == 200
+    assert len(seen) == 8 and client.tripped is None
+    assert client.breaker.streak == 0  # the answer reset the count
+    await client.aclose()
+
+
+async def test_refused_connections_with_a_success_between_them_never_trip_it() -> None:
+    calls = {"n": 0}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        calls["n"] += 1
+        if calls["n"] % 4 == 0:
+            return httpx.Response(200, json={})
+        raise httpx.ConnectError("[Errno 111] Connection refused", request=request)
+
+    client = ServiceClient(
+        settings(max_attempts=6, breaker_threshold=5), transport=httpx.MockTransport(handler), sleep=Sleeps()
+    )
+    for _ in range(10):
+        assert (await client.request("GET", "/x")).status_code == 200
+    assert calls["n"] == 40 and client.tripped is None
+    await client.aclose()
+
+
+async def test_throttling_never_trips_the_breaker() -> None:
+    transport, seen = scripted([(429, {"Retry-After": "0"})] * 12 + [(200, {})])
+    client = ServiceClient(
+        settings(max_attempts=20, breaker_threshold=3), transport=transport, sleep=Sleeps()
+    )
+    assert (await client.request("GET", "/x")).status_code == 200
+    assert len(seen) == 13 and client.tripped is None
+    await client.aclose()
+
+
+async def test_breaker_off_retries_every_call_in_full() -> None:
+    transport, seen = refusing()
+    client = ServiceClient(
+        settings(max_attempts=3, breaker_threshold=None), transport=transport, sleep=Sleeps()
+    )
+    for _ in range(4):
+        with pytest.raises(ServiceUnavailable, match="gave up after 3 attempts"):
+            await client.request("GET", "/x")
+    assert len(seen) == 12 and client.tripped is None
+    await client.aclose()

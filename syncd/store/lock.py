@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from sqlalchemy import Engine, text
 from sqlalchemy.exc import SQLAlchemyError
 
-from syncd.errors import LockHeldError, StoreError
+from syncd.errors import LockHeldError, StoreConfigError, StoreError
 
 
 def _held(where: str) -> LockHeldError:
@@ -37,7 +37,10 @@ def file_lock(path: str) -> Iterator[None]:
     try:
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as exc:
-        raise StoreError(f"state store lock {path}: cannot open: {exc.strerror or exc}") from exc
+        # permissions or a read-only file system: retrying cannot help (78); anything else: later (75)
+        unwritable = exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR)
+        kind = StoreConfigError if unwritable else StoreError
+        raise kind(f"state store lock {path}: cannot open: {exc.strerror or exc}") from exc
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)

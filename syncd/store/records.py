@@ -37,7 +37,7 @@ OWNERS = frozenset({OWNER_SYNCD, OWNER_PERSON})
 
 RUN_MODES = frozenset({"sync", "dry_run", "daemon"})
 RUN_RUNNING = "running"
-RUN_OUTCOMES = frozenset({RUN_RUNNING, "ok", "partial", "failed", "aborted"})
+RUN_OUTCOMES = frozenset({RUN_RUNNING, "ok", "partial", "unreachable", "interrupted", "failed", "aborted"})
 
 LINK_METHODS = frozenset({"imported", "matched", "unmatched"})
 

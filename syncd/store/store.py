@@ -13,6 +13,7 @@ single connection and must be used from one thread at a time.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -45,7 +46,7 @@ from sqlalchemy.exc import ArgumentError, DBAPIError, NoSuchModuleError, SQLAlch
 from sqlalchemy.pool import StaticPool
 
 from syncd import crashpoint
-from syncd.errors import StoreError
+from syncd.errors import StoreConfigError, StoreError
 from syncd.model import Contact, ContactUpdate, EnrichmentResult, FieldChange, Outcome, Vendor
 from syncd.store import lock as locks
 from syncd.store import migrate
@@ -163,6 +164,25 @@ def _describe(exc: BaseException) -> str:
     return reason
 
 
+# what SQLite says when the file or its directory cannot be opened or written: permissions, a read-only
+# file system. Retrying cannot help (a configuration error); "disk is full" and "locked" can pass (75).
+_UNWRITABLE = ("readonly database", "unable to open database file", "read-only file system")
+
+
+_UNWRITABLE_ERRNOS = frozenset({errno.EACCES, errno.EPERM, errno.EROFS, errno.ENOTDIR, errno.EISDIR})
+
+
+def _os_kind(exc: OSError) -> type[StoreError]:
+    """Permissions, a read-only file system, a path through a file: configuration. Else (full...): 75."""
+    return StoreConfigError if exc.errno in _UNWRITABLE_ERRNOS else StoreError
+
+
+def _store_error(where: str, exc: BaseException) -> StoreError:
+    reason = _describe(exc)
+    kind = StoreConfigError if any(marker in reason.lower() for marker in _UNWRITABLE) else StoreError
+    return kind(f"state store {where}: {reason}")
+
+
 class StateStore:
     """The state store. Create with `StateStore.open(url)`; close with `close()` (or use it as a context)."""
 
@@ -176,18 +196,30 @@ class StateStore:
     # --- lifecycle --------------------------------------------------------------------------------
 
     @classmethod
-    def open(cls, url: str) -> StateStore:
-        """Open (creating if needed) and migrate to the head schema revision."""
-        engine, where, lock_path = make_engine(url)
+    def open(cls, url: str, *, create: bool = True) -> StateStore:
+        """Open and migrate to the head schema revision; with `create`, make the store if there is none.
+
+        Without `create` (the read-only commands: `status`, `history`) a store that does not exist yet is
+        a `StoreConfigError` and nothing is created: neither a directory, nor a file, nor tables.
+        """
+        engine, where, lock_path = make_engine(url, create=create)
         store = cls(engine, where, lock_path)
         try:
+            if not create:
+                with engine.connect() as conn, conn.begin():
+                    found = migrate.current_revision(conn)
+                if found is None:
+                    raise StoreConfigError(
+                        f"state store {where} holds no syncd store yet: no run has created it, or "
+                        "sync.state_url points at the wrong place"
+                    )
             migrate.upgrade(engine, where)
         except StoreError:
             engine.dispose()
             raise
         except (SQLAlchemyError, sqlite3.Error, OSError) as exc:
             engine.dispose()
-            raise StoreError(f"state store {where}: {_describe(exc)}") from exc
+            raise _store_error(where, exc) from exc
         except Exception as exc:  # alembic's CommandError and the like: still name the store
             engine.dispose()
             raise StoreError(f"state store {where}: cannot migrate: {exc}") from exc
@@ -222,7 +254,7 @@ class StateStore:
     # --- transactions -----------------------------------------------------------------------------
 
     def _error(self, exc: BaseException) -> StoreError:
-        return StoreError(f"state store {self.where}: {_describe(exc)}")
+        return _store_error(self.where, exc)
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
@@ -1208,10 +1240,11 @@ def _driver_executemany(conn: Connection, stmt: Any, rows: Sequence[Mapping[str,
 # --- engines ------------------------------------------------------------------------------------
 
 
-def make_engine(url: str) -> tuple[Engine, str, str | None]:
+def make_engine(url: str, *, create: bool = True) -> tuple[Engine, str, str | None]:
     """The configured engine for a state URL, what errors call it, and its lock file (SQLite files only).
 
-    Creates a SQLite file's directory and the file itself; does not migrate (see `migrate.upgrade`).
+    Creates a SQLite file's directory and the file itself (unless `create` is false: then a missing file
+    is a `StoreConfigError`); does not migrate (see `migrate.upgrade`).
     """
     try:
         parsed = make_url(url)
@@ -1219,7 +1252,7 @@ def make_engine(url: str) -> tuple[Engine, str, str | None]:
         raise StoreError(f"state store URL is not a database URL: {exc}") from exc
     backend = parsed.get_backend_name()
     if backend == "sqlite":
-        return _sqlite_engine(parsed)
+        return _sqlite_engine(parsed, create=create)
     if backend == "postgresql":
         where = parsed.render_as_string(hide_password=True)
         try:
@@ -1229,7 +1262,7 @@ def make_engine(url: str) -> tuple[Engine, str, str | None]:
     raise StoreError(f"state store URL {url.split(':', 1)[0]!r}: only sqlite and postgresql are supported")
 
 
-def _sqlite_engine(url: URL) -> tuple[Engine, str, str | None]:
+def _sqlite_engine(url: URL, *, create: bool = True) -> tuple[Engine, str, str | None]:
     database = url.database or ""
     memory = database in ("", ":memory:") or url.query.get("mode") == "memory"
     if memory:
@@ -1237,7 +1270,14 @@ def _sqlite_engine(url: URL) -> tuple[Engine, str, str | None]:
         _configure_sqlite(engine, wal=False)
         return engine, "sqlite in-memory database", None
     path = os.path.abspath(os.path.expanduser(database))
-    _prepare_sqlite_file(path)
+    if create:
+        _prepare_sqlite_file(path)
+    elif not os.path.isfile(path):
+        what = "is a directory, not a database file" if os.path.isdir(path) else "does not exist"
+        raise StoreConfigError(
+            f"state store {path} {what}: no run has created it yet, or sync.state_url points at the "
+            "wrong place"
+        )
     engine = create_engine(url.set(database=path), connect_args={"timeout": BUSY_TIMEOUT_MS / 1000})
     _configure_sqlite(engine, wal=True)
     return engine, path, path + ".lock"
@@ -1249,17 +1289,17 @@ def _prepare_sqlite_file(path: str) -> None:
     try:
         parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     except OSError as exc:
-        raise StoreError(
+        raise _os_kind(exc)(
             f"state store {path}: cannot create directory {parent}: {exc.strerror or exc}"
         ) from exc
     if os.path.isdir(path):
-        raise StoreError(f"state store {path}: is a directory, not a database file")
+        raise StoreConfigError(f"state store {path}: is a directory, not a database file")
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
     except FileExistsError:
         return
     except OSError as exc:
-        raise StoreError(
+        raise _os_kind(exc)(
             f"state store {path}: cannot create the database file: {exc.strerror or exc}"
         ) from exc
     os.close(fd)

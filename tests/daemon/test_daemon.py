@@ -214,10 +214,14 @@ def test_sigterm_mid_push_exits_0_with_a_consistent_journal(
     # the run recorded its end; every entry still pending was never sent (none left in doubt)
     runs = daemon_runs(store)
     assert len(runs) == 1
-    assert runs[0].outcome != "running"
+    assert runs[0].outcome == "interrupted"
     pending = store.journal_pending()
     assert pending, "the stop came before the last contact"
     assert all(entry.sent_at is None for entry in pending)
+    # one pending count: the run's log event, its record and the journal (what `status` shows) agree
+    [finished] = daemon.find("run.finished")
+    assert finished["outcome"] == "interrupted"
+    assert finished["pending"] == runs[0].counts["pending"] == len(pending)
     applied_before = len(store.history())
 
     # the next run resolves them

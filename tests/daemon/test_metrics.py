@@ -131,3 +131,22 @@ def test_listen_problems(served: tuple[Metrics, MetricsServer]) -> None:
         MetricsServer(Metrics(), "127.0.0.1", server.port)
     with pytest.raises(ConfigError, match=r"metrics\.listen"):
         MetricsServer(Metrics(), "192.0.2.1", 9464)  # TEST-NET-1: not an address of this host
+
+
+def test_unreachable_and_interrupted_runs_are_counted_as_such() -> None:
+    metrics = Metrics()
+    assert metrics.registry.get_sample_value("syncd_runs_total", {"outcome": "unreachable"}) == 0
+    down = summary()
+    down.outcome, down.failures = "unreachable", []
+    down.vendor_stops = {"contactout": "unavailable"}
+    down.counts["vendors"]["contactout"]["stopped"] = "unavailable"
+    metrics.observe_run(down, 1.0)
+    stopped = summary()
+    stopped.outcome = "interrupted"
+    metrics.observe_run(stopped, 1.0)
+    sample = metrics.registry.get_sample_value
+    assert sample("syncd_runs_total", {"outcome": "unreachable"}) == 1
+    assert sample("syncd_runs_total", {"outcome": "interrupted"}) == 1
+    assert sample("syncd_errors_total", {"service": "contactout"}) == 1  # the vendor dropped as unreachable
+    assert sample("syncd_errors_total", {"service": "insideview"}) == 2  # its error results, both runs
+    assert down.exit_code == 75

@@ -71,11 +71,13 @@ def assert_like_reference(site: Site, reference: tuple[dict[int, Any], list[Chan
     assert site.pending() == 0
 
 
-def store_error(run: Run, *fragments: str) -> None:
-    """Exit 75 with a clear `state store …` message, and no traceback."""
+def store_error(run: Run, *fragments: str, code: int = 75) -> None:
+    """Exit 75 (78 for a store that cannot be created or written) with a clear `state store …` message,
+    and no traceback."""
     assert_no_crash(run)
-    assert run.code == 75, run.describe()
-    assert "syncd: error: state store" in run.err, run.describe()
+    assert run.code == code, run.describe()
+    kind = "configuration error" if code == 78 else "error"
+    assert f"syncd: {kind}: state store" in run.err, run.describe()
     for fragment in fragments:
         assert fragment in run.err, run.describe()
 
@@ -334,11 +336,13 @@ def test_a_read_only_store_is_refused_clearly_and_the_pbx_is_untouched(
     files = [site.db, Path(str(site.db) + ".lock"), site.root]
     with read_only(*files):
         run = unprivileged(site, "--sync-now")
-        store_error(run, str(site.db), "permissions")
+        store_error(
+            run, str(site.db), "permissions", code=78
+        )  # retrying cannot help: 78 stops a restart loop
         for command in (["history"], ["status"]):
             other = unprivileged(site, *command)
             assert_no_crash(other)
-            assert other.code in (0, 75), other.describe()
+            assert other.code in (0, 78), other.describe()
     assert site.sims.pbx.updates == []
     again = site.sync()
     assert again.code == 0, again.describe()
@@ -352,8 +356,11 @@ def test_a_read_only_directory_for_a_new_store(site: Site) -> None:
     text_ = site.config.read_text().replace(site.state_url, f"sqlite:///{target / 'new' / 'state.db'}")
     site.write_config(text_)
     with read_only(target):
-        for command in (["--sync-now"], ["status"], ["links", "import", str(site.root / "links.csv")]):
-            store_error(unprivileged(site, *command), "cannot create")
+        for command in (["--sync-now"], ["links", "import", str(site.root / "links.csv")]):
+            store_error(unprivileged(site, *command), "cannot create", code=78)
+        # a read-only command never creates a store: it says there is none
+        store_error(unprivileged(site, "status"), "does not exist", code=78)
+    assert not (target / "new").exists()
     assert site.sims.pbx.updates == []
     FAULTS.append("read-only directory")
 

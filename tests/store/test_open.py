@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import event
 
-from syncd.errors import EXIT_TEMPFAIL, StoreError
+from syncd.errors import EXIT_CONFIG, EXIT_TEMPFAIL, StoreConfigError, StoreError
 from syncd.model import Contact
 from syncd.store import StateStore, migrate
 
@@ -128,18 +128,24 @@ OPENER = textwrap.dedent(
     import sys
     from syncd.errors import StoreError
     from syncd.store import StateStore
+    from syncd.store.access import state_url_problems
+    if sys.argv[2] == "check":
+        print("problems:", state_url_problems(sys.argv[1]))
+        sys.exit(0)
     try:
-        StateStore.open(sys.argv[1]).close()
+        StateStore.open(sys.argv[1], create=sys.argv[2] == "create").close()
     except StoreError as exc:
-        print("StoreError:", exc)
+        print("StoreError:", exc, "exit", exc.exit_code)
     else:
         print("opened")
     """
 )
 
 
-def open_without_privileges(url: str) -> str:
-    cmd = [sys.executable, "-c", OPENER, url]
+def open_without_privileges(url: str, how: str = "create") -> str:
+    """Open `url` (how: "create", "existing", or "check" for check-config's problems) as a process
+    that file modes bind."""
+    cmd = [sys.executable, "-c", OPENER, url, how]
     if os.geteuid() == 0:
         setpriv = shutil.which("setpriv")
         if setpriv is None:
@@ -166,6 +172,9 @@ def test_read_only_directory_for_a_new_store(locked_dir: Path) -> None:
     locked_dir.chmod(0o500)
     out = open_without_privileges(f"sqlite:///{locked_dir / 'sub' / 'state.db'}")
     assert out.startswith("StoreError:") and str(locked_dir / "sub") in out and "Permission denied" in out
+    assert out.endswith(f"exit {EXIT_CONFIG}")  # retrying cannot help: a configuration error
+    checked = open_without_privileges(f"sqlite:///{locked_dir / 'state.db'}", "check")
+    assert "is not writable" in checked and str(locked_dir) in checked
 
 
 def test_unreadable_store(locked_dir: Path) -> None:
@@ -174,6 +183,9 @@ def test_unreadable_store(locked_dir: Path) -> None:
     db.chmod(0o000)
     out = open_without_privileges(f"sqlite:///{db}")
     assert out.startswith("StoreError:") and str(db) in out
+    assert out.endswith(f"exit {EXIT_CONFIG}")
+    checked = open_without_privileges(f"sqlite:///{db}", "check")
+    assert "is not readable and writable" in checked
 
 
 def test_read_only_store(locked_dir: Path) -> None:
@@ -184,6 +196,9 @@ def test_read_only_store(locked_dir: Path) -> None:
     out = open_without_privileges(f"sqlite:///{db}")
     assert out.startswith("StoreError:") and str(db) in out
     assert "permissions" in out
+    assert out.endswith(f"exit {EXIT_CONFIG}")  # a store that cannot be written: 78, not 75
+    assert open_without_privileges(f"sqlite:///{db}", "check").startswith("problems: [")
+    assert "not writable" in open_without_privileges(f"sqlite:///{db}", "check")
 
 
 def test_busy_database_is_a_store_error(tmp_path: Path) -> None:
@@ -224,3 +239,88 @@ def test_a_damaged_row_is_a_store_error(store: StateStore) -> None:
 def test_in_memory_stores_have_their_own_locks() -> None:
     with StateStore.open("sqlite://") as a, StateStore.open("sqlite://") as b, a.lock(), b.lock():
         assert a.live_count() == b.live_count() == 0
+
+
+# --- read-only commands never create a store; what check-config reports ------------------------------
+
+
+def test_opening_an_existing_store_only_never_creates_one(tmp_path: Path) -> None:
+    missing_dir = tmp_path / "not" / "there" / "state.db"
+    with pytest.raises(StoreConfigError, match="does not exist") as err:
+        StateStore.open(f"sqlite:///{missing_dir}", create=False)
+    assert err.value.exit_code == EXIT_CONFIG
+    assert not (tmp_path / "not").exists()  # neither the directory nor the file
+    missing = tmp_path / "state.db"
+    with pytest.raises(StoreConfigError, match=f"{missing} does not exist"):
+        StateStore.open(f"sqlite:///{missing}", create=False)
+    assert list(tmp_path.iterdir()) == []
+    with pytest.raises(StoreConfigError, match="is a directory"):
+        StateStore.open(f"sqlite:///{tmp_path}", create=False)
+    missing.write_bytes(b"")  # a file, but no store in it
+    with pytest.raises(StoreConfigError, match="holds no syncd store"):
+        StateStore.open(f"sqlite:///{missing}", create=False)
+    missing.unlink()
+    with StateStore.open(f"sqlite:///{missing}") as store:
+        store.save_contacts([Contact.build(1)], at(0))
+    with StateStore.open(f"sqlite:///{missing}", create=False) as store:
+        assert store.live_count() == 1
+
+
+@pytest.mark.postgres
+def test_an_empty_postgres_schema_is_not_a_store_for_read_only_commands() -> None:
+    if not pg_answers():
+        pytest.skip(PG_SKIP)
+    from sqlalchemy import create_engine, text
+
+    schema = f"syncd_t_empty_{os.getpid()}"
+    admin = create_engine(PG_BASE)
+    try:
+        with admin.begin() as conn:
+            conn.execute(text(f"CREATE SCHEMA {schema}"))
+        url = f"{PG_BASE}?options=-csearch_path%3D{schema}"
+        with pytest.raises(StoreConfigError, match="holds no syncd store"):
+            StateStore.open(url, create=False)
+        with admin.connect() as conn:
+            tables = conn.execute(
+                text("SELECT count(*) FROM information_schema.tables WHERE table_schema = :s"), {"s": schema}
+            ).scalar_one()
+        assert tables == 0  # nothing was created
+    finally:
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA IF EXISTS {schema} CASCADE"))
+        admin.dispose()
+
+
+def test_state_url_problems_for_check_config(tmp_path: Path) -> None:
+    from syncd.store.access import state_url_problems
+
+    assert state_url_problems(f"sqlite:///{tmp_path / 'state.db'}") == []
+    [missing] = state_url_problems(f"sqlite:///{tmp_path / 'nope' / 'state.db'}")
+    assert f"directory {tmp_path / 'nope'} does not exist" in missing
+    assert not (tmp_path / "nope").exists()
+    [is_dir] = state_url_problems(f"sqlite:///{tmp_path}")
+    assert "is a directory" in is_dir
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    [through_file] = state_url_problems(f"sqlite:///{blocker / 'state.db'}")
+    assert "is not a directory" in through_file
+    assert state_url_problems("sqlite://") == []
+    assert state_url_problems("postgresql+psycopg://syncd@db.example/syncd") == []  # not reached
+
+
+def test_a_disk_full_while_creating_stays_a_temporary_failure(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import errno
+
+    real_open = os.open
+
+    def full(path: str, flags: int, mode: int = 0o777) -> int:
+        if str(path).endswith("state.db") and flags & os.O_CREAT:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_open(path, flags, mode)
+
+    monkeypatch.setattr(os, "open", full)
+    with pytest.raises(StoreError, match="No space left") as err:
+        StateStore.open(f"sqlite:///{tmp_path / 'state.db'}")
+    assert err.value.exit_code == EXIT_TEMPFAIL
