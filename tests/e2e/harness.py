@@ -15,7 +15,7 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,6 +75,7 @@ class Gate:
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
         self.endpoint = ""
+        self.counting_from = ""
         self.after = 0
         self.seen = 0
         self.held = 0
@@ -84,10 +85,12 @@ class Gate:
         self._apply = True
         self._lock = threading.Lock()
 
-    def arm(self, endpoint: str, after: int) -> None:
-        """Hold the `after`-th request to `endpoint` from now on, and every later one."""
+    def arm(self, endpoint: str, after: int, counting_from: str = "") -> None:
+        """Hold the `after`-th request to `endpoint` from now on, and every later one; with
+        `counting_from`, requests to `endpoint` count only once one to `counting_from` went through."""
         with self._lock:
             self.endpoint, self.after, self.seen, self.held = endpoint, after, 0, 0
+            self.counting_from = counting_from
             self.hit = threading.Event()
             self._released = threading.Event()
             self.armed = True
@@ -101,7 +104,10 @@ class Gate:
         hold = False
         if scope["type"] == "http":
             with self._lock:
-                if self.armed and endpoint_of(scope) == self.endpoint:
+                name = endpoint_of(scope)
+                if self.armed and name == self.counting_from:
+                    self.counting_from = ""
+                elif self.armed and name == self.endpoint and not self.counting_from:
                     self.seen += 1
                     hold = self.seen >= self.after
                     if hold:
@@ -313,8 +319,11 @@ class Env:
         assert result.code == 0, result.err
         return result
 
-    def spawn(self, *args: str, log: Path | None = None) -> subprocess.Popen[bytes]:
-        """`python -m syncd --config <ours> ARGS...` as a child process, output to `log`."""
+    def spawn(
+        self, *args: str, log: Path | None = None, env: Mapping[str, str] | None = None
+    ) -> subprocess.Popen[bytes]:
+        """`python -m syncd --config <ours> ARGS...` as a child process, output to `log`; `env` adds
+        variables (e.g. SYNCD_CRASH_AT)."""
         out = (log or self.dir / "child.log").open("wb")
         try:
             return subprocess.Popen(
@@ -322,7 +331,7 @@ class Env:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 cwd=self.dir,
-                env=child_env(),
+                env=child_env(**(env or {})),
             )
         finally:
             out.close()

@@ -116,6 +116,12 @@ class KillPoint:
     endpoint: str
     after: int  # the n-th request to the endpoint in the killed run is held (1-based)
     apply: bool  # the held requests reach the simulator after the kill
+    # count requests to `endpoint` only once one to this endpoint went through (the push's read-backs
+    # come after its first update; ContactOut's name lookups read the PBX before the push)
+    counting_from: str = ""
+
+
+CRASH_AFTER_COMMIT = KillPoint("", "committed:1", 0, apply=False)  # SYNCD_CRASH_AT, no gate
 
 
 @dataclass(frozen=True)
@@ -132,8 +138,9 @@ CASES: dict[str, Case] = {
     "pull": Case([KillPoint("pbx", "company_contact/list", 2, apply=False)], None),
     # in the middle of ContactOut's lookups; the vendor charges for answers the client never sees
     "enrich": Case([KillPoint("contactout", "/v1/people/enrich", 12, apply=True)], None),
-    # the plan is committed, the push's first read is held: the journal is all pending, nothing sent
-    "between-enrich-and-push": Case([KillPoint("pbx", "company_contact/query", 1, apply=False)], 0),
+    # the plan is committed, nothing sent: the journal is all pending (syncd's own crash point, since
+    # ContactOut's name lookups read the PBX with the same endpoint as the push's first read)
+    "between-enrich-and-push": Case([CRASH_AFTER_COMMIT], 0),
     # 29 updates applied and unconfirmed, the next ones lost
     "push-request-lost": Case([KillPoint("pbx", "company_contact/update", 30, apply=False)], 29),
     # 79 updates applied and unconfirmed, and the held ones applied after the kill
@@ -141,7 +148,10 @@ CASES: dict[str, Case] = {
         [KillPoint("pbx", "company_contact/update", 80, apply=True)], 79, plus_held=True
     ),
     # the first chunk's 100 updates sent, their read-back held: applied at the PBX, unknown to the store
-    "push-read-back": Case([KillPoint("pbx", "company_contact/query", 2, apply=True)], 100),
+    "push-read-back": Case(
+        [KillPoint("pbx", "company_contact/query", 1, apply=True, counting_from="company_contact/update")],
+        100,
+    ),
     # killed mid-push, then killed again while the next run resumes the journal (which confirmed the
     # first run's updates and sent `push_concurrency` at a time: two reached the PBX, the third was held,
     # and the kill came before the chunk's read-back): the last run confirms those two and sends the rest
@@ -159,8 +169,13 @@ def kill_at(rig: Rig, point: KillPoint, log: Path) -> tuple[str, int]:
     """Start a sync, SIGKILL it once it is held at `point`, let the held requests go.
 
     Returns the child's output and how many requests the gate held."""
+    if not point.sim:  # the process kills itself at a crash point of its own
+        child = rig.env.spawn("--sync-now", log=log, env={"SYNCD_CRASH_AT": point.endpoint})
+        assert child.wait(timeout=300) == -signal.SIGKILL, log.read_text()
+        rig.wait_idle()
+        return log.read_text(), 0
     gate = rig.gates[point.sim]
-    gate.arm(point.endpoint, point.after)
+    gate.arm(point.endpoint, point.after, point.counting_from)
     child = rig.env.spawn("--sync-now", log=log)
     try:
         while not gate.hit.wait(0.02):
