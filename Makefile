@@ -4,13 +4,27 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bench soak clean
+LOCKVENV ?= .venv-lock
+# the pinned tool that writes requirements.lock (`make lock`)
+PIP_TOOLS ?= pip-tools==7.6.2
 
-$(STAMP): pyproject.toml
+.PHONY: demo test lint typecheck pytest prometheus bench soak lock clean
+
+# The venv installs exactly requirements.lock (pinned, hash-checked, no resolving), then syncd itself
+# without its dependencies and without an isolated build (setuptools and wheel come from the lock too).
+$(STAMP): pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --no-deps --require-hashes -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# Refresh the lock from the ranges in pyproject.toml (newest versions that satisfy them); commit the result.
+lock:
+	test -x $(LOCKVENV)/bin/pip-compile || { $(PYTHON) -m venv $(LOCKVENV) && \
+		$(LOCKVENV)/bin/pip install --quiet '$(PIP_TOOLS)'; }
+	$(LOCKVENV)/bin/pip-compile --quiet --upgrade --extra dev --extra postgres --all-build-deps \
+		--allow-unsafe --generate-hashes --strip-extras --no-emit-find-links --no-emit-index-url \
+		--output-file requirements.lock pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/syncd demo
@@ -22,8 +36,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy syncd
 
-pytest: $(STAMP)
+pytest: $(STAMP) prometheus
 	$(BIN)/pytest -q
+
+# promtool and prometheus (Debian's `prometheus` package) for tests/deploy; installed only where missing
+prometheus:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || .ci/install-prometheus
 
 test: lint typecheck pytest
 
@@ -34,4 +52,4 @@ soak: $(STAMP)
 	SYNCD_SOAK_CYCLES=200 $(BIN)/pytest -q tests/reliability -k soak
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(LOCKVENV) .mypy_cache .pytest_cache .ruff_cache
