@@ -10,21 +10,27 @@ PIP_TOOLS ?= pip-tools==7.6.2
 
 .PHONY: demo test lint typecheck pytest prometheus bench soak lock clean
 
-# The venv installs exactly requirements.lock (pinned, hash-checked, no resolving), then syncd itself
-# without its dependencies and without an isolated build (setuptools and wheel come from the lock too).
-$(STAMP): pyproject.toml requirements.lock
+LOCK_FLAGS := --quiet --all-build-deps --allow-unsafe --generate-hashes --strip-extras \
+	--no-emit-find-links --no-emit-index-url
+
+# The venv installs exactly requirements-dev.lock (pinned, hash-checked, nothing resolved), then syncd
+# itself without dependencies or an isolated build (setuptools and wheel are in the lock too).
+$(STAMP): pyproject.toml requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --no-deps --require-hashes -r requirements.lock
+	$(BIN)/pip install --quiet --no-deps --require-hashes -r requirements-dev.lock
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
-# Refresh the lock from the ranges in pyproject.toml (newest versions that satisfy them); commit the result.
+# Refresh both locks from the ranges in pyproject.toml (the newest versions they allow): requirements.lock
+# for installs (syncd's dependencies, [postgres], the build), requirements-dev.lock for make and CI (the
+# same pins plus the [dev] tools). Run `make test`, then commit both files.
 lock:
 	test -x $(LOCKVENV)/bin/pip-compile || { $(PYTHON) -m venv $(LOCKVENV) && \
 		$(LOCKVENV)/bin/pip install --quiet '$(PIP_TOOLS)'; }
-	$(LOCKVENV)/bin/pip-compile --quiet --upgrade --extra dev --extra postgres --all-build-deps \
-		--allow-unsafe --generate-hashes --strip-extras --no-emit-find-links --no-emit-index-url \
+	$(LOCKVENV)/bin/pip-compile $(LOCK_FLAGS) --upgrade --extra postgres \
 		--output-file requirements.lock pyproject.toml
+	$(LOCKVENV)/bin/pip-compile $(LOCK_FLAGS) --upgrade --extra postgres --extra dev \
+		--constraint requirements.lock --output-file requirements-dev.lock pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/syncd demo
