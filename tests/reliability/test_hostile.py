@@ -238,7 +238,7 @@ def position(fraction: float, count: int) -> int:
     return min(count - 1, int(fraction * count)) if count > 0 else 0
 
 
-PLAN_SIZE = 16  # answers with a plan of their own; later answers reuse the plan
+PLAN_SIZE = 8  # answers with a plan of their own; later answers reuse the plan
 
 
 class Damage:
