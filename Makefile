@@ -4,13 +4,33 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck pytest bench soak clean
+LOCKVENV ?= .venv-lock
+# the pinned tool that writes requirements.lock (`make lock`)
+PIP_TOOLS ?= pip-tools==7.6.2
 
-$(STAMP): pyproject.toml
+.PHONY: demo test lint typecheck pytest prometheus bench soak lock clean
+
+LOCK_FLAGS := --quiet --all-build-deps --allow-unsafe --generate-hashes --strip-extras \
+	--no-emit-find-links --no-emit-index-url
+
+# The venv installs exactly requirements-dev.lock (pinned, hash-checked, nothing resolved), then syncd
+# itself without dependencies or an isolated build (setuptools and wheel are in the lock too).
+$(STAMP): pyproject.toml requirements-dev.lock
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --no-deps --require-hashes -r requirements-dev.lock
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e .
 	touch $(STAMP)
+
+# Refresh both locks from the ranges in pyproject.toml (the newest versions they allow): requirements.lock
+# for installs (syncd's dependencies, [postgres], the build), requirements-dev.lock for make and CI (the
+# same pins plus the [dev] tools). Run `make test`, then commit both files.
+lock:
+	test -x $(LOCKVENV)/bin/pip-compile || { $(PYTHON) -m venv $(LOCKVENV) && \
+		$(LOCKVENV)/bin/pip install --quiet '$(PIP_TOOLS)'; }
+	$(LOCKVENV)/bin/pip-compile $(LOCK_FLAGS) --upgrade --extra postgres \
+		--output-file requirements.lock pyproject.toml
+	$(LOCKVENV)/bin/pip-compile $(LOCK_FLAGS) --upgrade --extra postgres --extra dev \
+		--constraint requirements.lock --output-file requirements-dev.lock pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/syncd demo
@@ -22,8 +42,12 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy syncd
 
-pytest: $(STAMP)
+pytest: $(STAMP) prometheus
 	$(BIN)/pytest -q
+
+# promtool and prometheus (Debian's `prometheus` package) for tests/deploy; installed only where missing
+prometheus:
+	@command -v promtool >/dev/null && command -v prometheus >/dev/null || .ci/install-prometheus
 
 test: lint typecheck pytest
 
@@ -34,4 +58,4 @@ soak: $(STAMP)
 	SYNCD_SOAK_CYCLES=200 $(BIN)/pytest -q tests/reliability -k soak
 
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(LOCKVENV) .mypy_cache .pytest_cache .ruff_cache

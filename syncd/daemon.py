@@ -280,6 +280,7 @@ class Daemon:
         self.store = StateStore.open(self.config.sync.state_url)
         if self.config.metrics.enabled:
             self.metrics_server = MetricsServer.start(self.metrics, self.config.metrics)
+        self.metrics.observe_state(self.config, self.store, paused=False, tz=self.tz)
         try:  # from here on, whatever happens, the scheduler thread is stopped before returning
             self._start_scheduler()
             next_at = self._next_run_time()
@@ -476,6 +477,7 @@ class Daemon:
             self.metrics.observe_run(summary, time.monotonic() - started)
             self._last = self._describe(summary)
         finally:
+            self.metrics.observe_state(config, store, paused=self._paused is not None, tz=self.tz)
             self._set_running(None)
             if not self.stop.is_set():
                 self.notifier.status(self._idle_status())
@@ -543,6 +545,7 @@ class Daemon:
             was_paused, self._paused = self._paused, None
         if old_server is not None:
             old_server.stop()
+        self.metrics.observe_state(new, self.store, paused=False, tz=self.tz)
         if was_paused:
             log.info("schedule.resumed", reason="config reloaded")
         if any(getattr(new.sync, k) != getattr(old.sync, k) for k in SCHEDULE_KEYS):

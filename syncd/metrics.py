@@ -17,6 +17,17 @@ Series (counters are totals since the daemon started):
 - syncd_vendor_credits_total{vendor}          credits spent
 - syncd_errors_total{service}                 failed contacts (pbx), vendor errors, failed runs by service
 - syncd_info{version}                         always 1
+
+State read after each run (and at start and on reload), for the alerts in deploy/prometheus/:
+- syncd_start_time_seconds                    when the daemon started (unix time)
+- syncd_schedule_interval_seconds             time between two scheduled runs (a cron's shortest gap)
+- syncd_schedule_paused                       1 while runs are paused after the PBX refused the login
+- syncd_vendor_stopped{vendor,reason}         1 for each vendor the last finished run dropped, and why
+                                              (budget, out_of_credits, auth, unavailable); absent otherwise
+- syncd_vendor_month_credits{vendor}          credits spent this calendar month (UTC), from the state store
+- syncd_vendor_monthly_budget{vendor}         the configured monthly_credit_budget (absent: no budget)
+- syncd_journal_pending                       journal entries still pending after the last run
+- syncd_journal_pending_runs                  consecutive finished runs that ended with entries pending
 """
 
 from __future__ import annotations
@@ -24,6 +35,7 @@ from __future__ import annotations
 import errno
 import threading
 import time
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
@@ -31,10 +43,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 from syncd import __version__
 from syncd.errors import ConfigError, MassLossError, ServiceError, ServiceUnavailable, StoreError
 from syncd.logs import get_logger
+from syncd.model import Vendor
 
 if TYPE_CHECKING:
-    from syncd.config import MetricsConfig
+    from datetime import tzinfo
+
+    from syncd.config import Config, MetricsConfig
     from syncd.engine import RunSummary
+    from syncd.store import StateStore
 
 log = get_logger("syncd.metrics")
 
@@ -84,6 +100,39 @@ class Metrics:
         info.labels(version=__version__).set(1)
         for outcome in ("ok", "partial", "unreachable", "interrupted", "failed", "aborted", "skipped"):
             self.runs.labels(outcome=outcome)  # present at 0 from the start: rate() needs a baseline
+        for service in ("pbx", *(v.value for v in Vendor)):
+            self.errors.labels(service=service)  # the same for errors: a dashboard shows 0, not "no data"
+        self.started = Gauge("syncd_start_time_seconds", "Unix time the daemon started", registry=r)
+        self.started.set(time.time())
+        self.interval = Gauge(
+            "syncd_schedule_interval_seconds", "Seconds between two scheduled runs", registry=r
+        )
+        self.paused = Gauge(
+            "syncd_schedule_paused", "1 while runs are paused after a refused PBX login", registry=r
+        )
+        self.vendor_stopped = Gauge(
+            "syncd_vendor_stopped",
+            "1 for a vendor the last finished run dropped, with the reason",
+            ["vendor", "reason"],
+            registry=r,
+        )
+        self.month_credits = Gauge(
+            "syncd_vendor_month_credits", "Vendor credits spent this month (UTC)", ["vendor"], registry=r
+        )
+        self.budget = Gauge(
+            "syncd_vendor_monthly_budget", "Configured monthly credit budget", ["vendor"], registry=r
+        )
+        self.pending = Gauge(
+            "syncd_journal_pending", "Journal entries pending after the last run", registry=r
+        )
+        self.pending_runs = Gauge(
+            "syncd_journal_pending_runs",
+            "Consecutive finished runs that ended with journal entries pending",
+            registry=r,
+        )
+        self._finished = 0  # runs that ended (returned or raised), for pending_runs
+        self._pending_counted = 0
+        self._pending_streak = 0
         self._lock = threading.Lock()
 
     # --- feeding ------------------------------------------------------------------------------------
@@ -120,6 +169,10 @@ class Metrics:
                 self.credits.labels(vendor=vendor).inc(max(0, int(credits)))
             if summary.failures:
                 self.errors.labels(service="pbx").inc(len(summary.failures))
+            self.vendor_stopped.clear()
+            for vendor, reason in summary.vendor_stops.items():
+                self.vendor_stopped.labels(vendor=vendor, reason=reason).set(1)
+            self._finished += 1
 
     def observe_failure(self, exc: BaseException, duration: float) -> None:
         """A run that raised: `aborted` for a refused mass loss, `failed` otherwise."""
@@ -130,6 +183,42 @@ class Metrics:
             self.duration.observe(duration)
             self.last_run.labels(outcome=outcome).set(time.time())
             self.errors.labels(service=error_service(exc)).inc()
+            self._finished += 1
+
+    def observe_state(
+        self, config: Config, store: StateStore | None, *, paused: bool, tz: tzinfo | None = None
+    ) -> None:
+        """The schedule, pause, this month's credits against the budgets and the pending journal.
+
+        Called at start, after each run and after a reload; never raises (a metric is not worth a run)."""
+        from syncd.daemon import schedule_period
+        from syncd.store.records import month_of
+
+        try:
+            period = schedule_period(config.sync, tz).total_seconds()
+            spent = store.credits_for_month(month_of(datetime.now(UTC))) if store is not None else None
+            pending = len(store.journal_pending()) if store is not None else None
+        except Exception as exc:
+            log.warning("metrics.state_failed", error=f"{type(exc).__name__}: {exc}")
+            return
+        with self._lock:
+            self.interval.set(period)
+            self.paused.set(1 if paused else 0)
+            if spent is not None:
+                self.budget.clear()
+                self.month_credits.clear()
+                for vendor in config.vendors.configured():
+                    section = config.vendor(vendor)
+                    self.month_credits.labels(vendor=vendor.value).set(spent.get(vendor.value, 0))
+                    budget = section.monthly_credit_budget if section is not None else None
+                    if budget is not None:
+                        self.budget.labels(vendor=vendor.value).set(budget)
+            if pending is not None:
+                self.pending.set(pending)
+                if self._finished != self._pending_counted:  # a run ended since the last look
+                    self._pending_counted = self._finished
+                    self._pending_streak = self._pending_streak + 1 if pending else 0
+                    self.pending_runs.set(self._pending_streak)
 
     def observe_skipped(self) -> None:
         """A scheduled run that did not start (lock held, paused, still running)."""

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import hashlib
 import io
 import json
 import logging
@@ -30,6 +31,7 @@ import math
 import os
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -191,51 +193,116 @@ def edit_at(doc: Any, path: tuple[Any, ...], edit: Callable[[Any, Any], None], n
     return doc
 
 
-class Damage:
-    """Decides, answer by answer, whether and how to damage what a simulator sent."""
+@dataclass(frozen=True)
+class Step:
+    """One damaging operation with every choice it needs, drawn before any request is served.
 
-    def __init__(self, data: st.DataObject, *, rate: int = 2) -> None:
-        self.data = data
-        self.rate = rate  # damage one answer in `rate` on average
+    Choices that depend on the answer (where in the document, where to cut) are fractions, turned into a
+    position only when the answer is known."""
+
+    op: str
+    where: float = 0.0  # the JSON path, the truncation point, the junk line's position: a fraction
+    value: Any = None  # the replacing JSON value
+    status: int = 200
+    content_type: str = ""
+    garbage: bytes = b""
+    retry_after: str = ""
+    lines: str = "drop_first"
+
+
+FRACTION = st.floats(0, 1, exclude_max=True)
+
+
+@st.composite
+def steps(draw: Callable[[st.SearchStrategy[Any]], Any]) -> Step:
+    op = draw(st.sampled_from([*JSON_OPS, *WHOLE_OPS]))
+    where = draw(FRACTION)
+    if op == "replace":
+        return Step(op, where, value=draw(JSON_ANY))
+    if op == "status":
+        return Step(op, where, status=draw(st.sampled_from(STATUSES)))
+    if op == "content_type":
+        return Step(op, where, content_type=draw(st.sampled_from(CONTENT_TYPES)))
+    if op == "garbage":
+        return Step(op, where, garbage=draw(st.binary(max_size=64)))
+    if op == "retry_after":
+        value = draw(st.sampled_from(["0", "-5", "nan", "1e9", "soon", "Wed, 21 Oct 2015 07:28:00 GMT"]))
+        return Step(op, where, status=draw(st.sampled_from([429, 503])), retry_after=value)
+    if op == "lines":
+        return Step(op, where, lines=draw(st.sampled_from(["drop_first", "repeat", "reverse", "junk"])))
+    return Step(op, where)
+
+
+def position(fraction: float, count: int) -> int:
+    """The index in `range(count)` a drawn fraction stands for."""
+    return min(count - 1, int(fraction * count)) if count > 0 else 0
+
+
+PLAN_SIZE = 8  # answers with a plan of their own; later answers reuse the plan
+
+
+class Damage:
+    """Damages what a simulator sent, answer by answer, following a plan drawn up front.
+
+    Everything is drawn before the flow starts, because the flows serve answers concurrently and a
+    replay would otherwise draw in another order (hypothesis: FlakyStrategyDefinition). The plan is
+    keyed by the request (method, path, and how many times that request was made before), not by the
+    order in which concurrent answers happen to arrive, so a replay damages the same answers."""
+
+    def __init__(self, plan: Sequence[tuple[Step, ...]]) -> None:
+        self.plan = list(plan) or [()]
+        self.seen: Counter[str] = Counter()
         self.served = 0
 
-    def draw(self, strategy: st.SearchStrategy[Any]) -> Any:
-        return self.data.draw(strategy)
+    @classmethod
+    def drawn(cls, data: st.DataObject, *, rate: int = 2) -> Damage:
+        """A plan that damages one answer in `rate` on average."""
+        answer = st.integers(1, rate).flatmap(
+            lambda hit: st.lists(steps(), min_size=1, max_size=3).map(tuple) if hit == 1 else st.just(())
+        )
+        return cls(data.draw(st.lists(answer, min_size=PLAN_SIZE, max_size=PLAN_SIZE), label="damage plan"))
 
-    def __call__(self, response: httpx.Response) -> httpx.Response:
-        if self.draw(st.integers(1, self.rate)) != 1:
+    def steps_for(self, request: httpx.Request) -> tuple[Step, ...]:
+        key = f"{request.method} {request.url.host}{request.url.path}"
+        nth = self.seen[key]
+        self.seen[key] += 1
+        digest = hashlib.sha256(f"{key} {nth}".encode()).digest()
+        return self.plan[int.from_bytes(digest[:4], "big") % len(self.plan)]
+
+    def __call__(self, request: httpx.Request, response: httpx.Response) -> httpx.Response:
+        plan = self.steps_for(request)
+        if not plan:
             return response
         status = response.status_code
         headers = {"content-type": response.headers.get("content-type", "")}
         body = response.content
-        for _ in range(self.draw(st.integers(1, 3))):
-            op = self.draw(st.sampled_from([*JSON_OPS, *WHOLE_OPS]))
-            status, headers, body = self._apply(op, status, headers, body)
-            DAMAGED[op] += 1
+        for step in plan:
+            status, headers, body = self._apply(step, status, headers, body)
+            DAMAGED[step.op] += 1
         self.served += 1
         return httpx.Response(status, headers=headers, content=body)
 
     def _apply(
-        self, op: str, status: int, headers: dict[str, str], body: bytes
+        self, step: Step, status: int, headers: dict[str, str], body: bytes
     ) -> tuple[int, dict[str, str], bytes]:
+        op = step.op
         if op in JSON_OPS:
             try:
                 doc = json.loads(body)
             except (ValueError, UnicodeDecodeError, RecursionError):
                 op = "truncate"  # not JSON (XML, CSV, text): damage the bytes instead
             else:
-                return status, headers, self._json_op(op, doc)
+                return status, headers, self._json_op(step, doc)
         if op == "truncate":
-            cut = self.draw(st.integers(0, max(0, len(body) - 1)))
-            return status, headers, body[:cut]
+            return status, headers, body[: position(step.where, len(body))]
         if op == "status":
-            return self.draw(st.sampled_from(STATUSES)), headers, body
+            return step.status, headers, body
         if op == "content_type":
-            return status, {"content-type": self.draw(st.sampled_from(CONTENT_TYPES))}, body
+            return status, {"content-type": step.content_type}, body
         if op == "html":
             return 200, {"content-type": "text/html"}, HTML_PAGE
         if op == "garbage":
-            return status, headers, self.draw(st.binary(max_size=64))
+            return status, headers, step.garbage
         if op == "empty":
             return status, headers, b""
         if op == "deep":
@@ -244,35 +311,32 @@ class Damage:
         if op == "bomb":
             return status, {"content-type": "application/xml"}, XML_BOMB
         if op == "retry_after":
-            value = self.draw(
-                st.sampled_from(["0", "-5", "nan", "1e9", "soon", "Wed, 21 Oct 2015 07:28:00 GMT"])
-            )
-            return self.draw(st.sampled_from([429, 503])), {**headers, "retry-after": value}, body
+            return step.status, {**headers, "retry-after": step.retry_after}, body
         # "lines": shuffle, drop or repeat lines (CSV job results, XML, pretty JSON)
         lines = body.split(b"\n")
-        how = self.draw(st.sampled_from(["drop_first", "repeat", "reverse", "junk"]))
-        if how == "drop_first":
+        if step.lines == "drop_first":
             lines = lines[1:]
-        elif how == "repeat":
+        elif step.lines == "repeat":
             lines = lines + lines[1:]
-        elif how == "reverse":
+        elif step.lines == "reverse":
             lines.reverse()
         else:
-            lines.insert(self.draw(st.integers(0, len(lines))), b'"unterminated,quote\x00,\xff\xfe')
+            lines.insert(position(step.where, len(lines) + 1), b'"unterminated,quote\x00,\xff\xfe')
         return status, headers, b"\n".join(lines)
 
-    def _json_op(self, op: str, doc: Any) -> bytes:
-        where = self.draw(st.sampled_from(list(paths(doc))))
-        if op == "replace":
-            value = self.draw(JSON_ANY)
+    def _json_op(self, step: Step, doc: Any) -> bytes:
+        every = list(paths(doc))
+        where = every[position(step.where, len(every))]
+        if step.op == "replace":
+            value = step.value
             doc = edit_at(doc, where, lambda parent, key: parent.__setitem__(key, value), value)
-        elif op == "delete":
+        elif step.op == "delete":
 
             def drop(parent: Any, key: Any) -> None:
                 del parent[key]
 
             doc = edit_at(doc, where, drop, None)
-        elif op == "wrap":
+        elif step.op == "wrap":
 
             def wrap(parent: Any, key: Any) -> None:
                 parent[key] = [parent[key]]
@@ -295,9 +359,31 @@ def hostile_transport(app: Any, damage: Damage) -> httpx.MockTransport:
         response = await upstream.handle_async_request(request)
         content = await response.aread()
         clean = httpx.Response(response.status_code, headers=response.headers, content=content)
-        return damage(clean)
+        return damage(request, clean)
 
     return httpx.MockTransport(handle)
+
+
+def test_damage_follows_the_request_not_the_order_answers_arrive_in() -> None:
+    """Concurrent answers arrive in any order: the k-th answer to a request gets the same damage."""
+    plan = [(Step("status", status=503),), (), (Step("truncate", where=0.5),), (Step("html"),), ()]
+    requests = [httpx.Request("POST", f"http://sim.test/batch/{n % 3}", content=b"{}") for n in range(9)]
+
+    def serve(order: Sequence[int]) -> dict[int, list[tuple[int, bytes]]]:
+        damage = Damage(plan)
+        by_path: dict[int, list[tuple[int, bytes]]] = {0: [], 1: [], 2: []}
+        for n in order:
+            answer = damage(requests[n], httpx.Response(200, json={"path": n % 3, "padding": "x" * 20}))
+            by_path[n % 3].append((answer.status_code, answer.content))
+        return by_path
+
+    forward = serve(range(9))
+    assert serve(range(8, -1, -1)) == forward
+    assert serve([4, 0, 8, 2, 6, 1, 5, 3, 7]) == forward
+    undamaged = (200, httpx.Response(200, json={"path": 0, "padding": "x" * 20}).content)
+    assert any(
+        answer[0] != 200 or len(answer[1]) != len(undamaged[1]) for a in forward.values() for answer in a
+    )
 
 
 def http(service: str) -> HttpSettings:
@@ -410,7 +496,7 @@ def request_for(cid: int, vendor_id: str | None = None, *, with_contact_data: bo
 @given(data=st.data())
 def test_pbx_client_survives_hostile_answers(data: st.DataObject) -> None:
     sim = PbxSimulator(DATASET, client_id=PBX_CLIENT_ID, client_secret=PBX_SECRET)
-    damage = Damage(data)
+    damage = Damage.drawn(data)
     minted: list[str] = []
     mint = sim._mint
 
@@ -462,7 +548,7 @@ IV_IDS = {cid: str(DATASET.person(cid).insideview_id) for cid in persons(Route.i
 def test_insideview_provider_survives_hostile_answers(data: st.DataObject) -> None:
     sim = InsideViewSimulator(DATASET, client_id=IV_CLIENT_ID, client_secret=IV_SECRET, job_delay=0)
     sim.force_xml = data.draw(st.booleans())
-    damage = Damage(data)
+    damage = Damage.drawn(data)
     transport = hostile_transport(sim.app, damage)
     cids = sorted(IV_IDS)
     requests = [request_for(cid, IV_IDS[cid]) for cid in cids]
@@ -504,10 +590,11 @@ LF_IDS = {cid: str(DATASET.person(cid).leadfeeder_id) for cid in persons(Route.l
 def test_leadfeeder_provider_survives_hostile_answers(data: st.DataObject) -> None:
     sim = LeadfeederSimulator(DATASET, api_key=LF_KEY, account_id=LF_ACCOUNT)
     sim.meta_credits = data.draw(st.booleans())
-    damage = Damage(data)
+    damage = Damage.drawn(data)
     requests = [request_for(cid, vid) for cid, vid in sorted(LF_IDS.items())]
     requests.append(request_for(persons(Route.insideview)[0], requests[0].vendor_id))
     requests.append(request_for(persons(Route.unknown)[0], "3200099999"))
+    include_company = data.draw(st.booleans())
 
     async def flow() -> None:
         provider = LeadfeederProvider(
@@ -515,7 +602,7 @@ def test_leadfeeder_provider_survives_hostile_answers(data: st.DataObject) -> No
             LF_KEY,
             LF_ACCOUNT,
             transport=hostile_transport(sim.app, damage),
-            include_company=data.draw(st.booleans()),
+            include_company=include_company,
         )
         try:
             check_results(await provider.lookup(requests), requests, Vendor.leadfeeder)
@@ -535,21 +622,24 @@ def test_contactout_provider_survives_hostile_answers(data: st.DataObject) -> No
     sim = ContactOutSimulator(
         DATASET, token=CO_TOKEN, batch_delay=0, general_per_minute=10**6, search_per_minute=10**6
     )
-    damage = Damage(data)
+    damage = Damage.drawn(data)
     refresh = data.draw(st.booleans())
     if refresh:
         requests = [request_for(cid, DATASET.person(cid).linkedin_url) for cid in range(1, SIZE + 1)]
     else:
         requests = [request_for(cid, with_contact_data=cid % 2 == 0) for cid in range(1, SIZE + 1)]
+    verify_emails = data.draw(st.booleans())
+    batch_mode = data.draw(st.sampled_from(["auto", "v1", "v2", "single"]))
+    contact_fetch = data.draw(st.sampled_from(["after_match", "inline"]))
 
     async def flow() -> None:
         provider = ContactOutProvider(
             http("contactout"),
             CO_TOKEN,
             checker_rate=None,
-            verify_emails=data.draw(st.booleans()),
-            batch_mode=data.draw(st.sampled_from(["auto", "v1", "v2", "single"])),
-            contact_fetch=data.draw(st.sampled_from(["after_match", "inline"])),
+            verify_emails=verify_emails,
+            batch_mode=batch_mode,
+            contact_fetch=contact_fetch,
             transport=hostile_transport(sim.app, damage),
             sleep=no_sleep,
             poll_interval=0.001,
@@ -658,7 +748,7 @@ def check_written(sim: PbxSimulator, store: StateStore) -> None:
 @given(data=st.data())
 def test_a_run_against_hostile_answers_stores_and_writes_nothing_malformed(data: st.DataObject) -> None:
     sim = PbxSimulator(DATASET, client_id=PBX_CLIENT_ID, client_secret=PBX_SECRET)
-    damage = Damage(data, rate=4)
+    damage = Damage.drawn(data, rate=4)
     config = parse_config(CONFIG, source="hostile.toml")
     store = StateStore.open("sqlite://")
     providers, iv_tokens = build_providers(damage)
