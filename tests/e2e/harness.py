@@ -110,15 +110,17 @@ class Gate:
                 elif self.armed and name == self.endpoint and not self.counting_from:
                     self.seen += 1
                     hold = self.seen >= self.after
-                    if hold:
-                        self.held += 1
                 hit, released = self.hit, self._released
         if not hold:
             await self.app(scope, receive, send)
             return
         # the server has the whole request before the client dies (uvicorn would answer a read after
         # the disconnect with http.disconnect, losing a request a real PBX would still carry out)
-        raw = await read_body(receive)
+        raw, whole = await read_whole_body(receive)
+        if not whole:  # the client died before it had sent the request: it never reached the PBX
+            return
+        with self._lock:
+            self.held += 1  # counted only once the whole request is here: it is applied on release
         hit.set()
         await asyncio.to_thread(released.wait, 120)  # bounded: a failing test never hangs the server
         if not self._apply:
@@ -201,12 +203,19 @@ class CaptureTokens:
 
 
 async def read_body(receive: Receive) -> bytes:
+    return (await read_whole_body(receive))[0]
+
+
+async def read_whole_body(receive: Receive) -> tuple[bytes, bool]:
+    """The request body, and whether all of it arrived (False: the client disconnected first)."""
     chunks: list[bytes] = []
     while True:
         message = await receive()
+        if message["type"] == "http.disconnect":
+            return b"".join(chunks), False
         chunks.append(message.get("body", b""))
         if not message.get("more_body"):
-            return b"".join(chunks)
+            return b"".join(chunks), True
 
 
 def replay(raw: bytes, receive: Receive) -> Receive:
