@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import create_engine, text
 from sqlalchemy.pool import NullPool
 
+from syncd.model import Contact, ContactUpdate, FieldChange, NumberSlot
 from syncd.store import StateStore
 from syncd.store.schema import metadata
 
@@ -30,6 +31,24 @@ T0 = datetime(2026, 11, 3, 9, 30, tzinfo=UTC)
 def at(minutes: float) -> datetime:
     """A fixed clock: T0 plus `minutes`."""
     return T0 + timedelta(minutes=minutes)
+
+
+# One contact's push: Ada gets an email and a mobile number (the journal and change-log tests share it)
+BEFORE = Contact.build(1, name="Ada", company="Acme")
+AFTER = Contact.build(
+    1, name="Ada", company="Acme", email="ada@acme.test", numbers={NumberSlot.mobile_number: "+15550100"}
+)
+CHANGES = (
+    FieldChange(1, "email", "", "ada@acme.test", "insideview", "fill_empty"),
+    FieldChange(1, "mobile_number", "", "+15550100", "contactout", "fill_empty"),
+)
+UPDATE = ContactUpdate(
+    1,
+    BEFORE.content_hash(),
+    email="ada@acme.test",
+    numbers=((NumberSlot.mobile_number, "+15550100"),),
+    changes=CHANGES,
+)
 
 
 @functools.cache

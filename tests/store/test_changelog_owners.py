@@ -4,27 +4,11 @@ from __future__ import annotations
 
 from sqlalchemy import text
 
-from syncd.model import Contact, ContactUpdate, FieldChange, NumberSlot
+from syncd.model import Contact
 from syncd.store import OwnershipNote, StateStore, migrate
 from syncd.store.store import make_engine
 
-from .conftest import at
-
-BEFORE = Contact.build(1, name="Ada", company="Acme")
-AFTER = Contact.build(
-    1, name="Ada", company="Acme", email="ada@acme.test", numbers={NumberSlot.mobile_number: "+15550100"}
-)
-CHANGES = (
-    FieldChange(1, "email", "", "ada@acme.test", "insideview", "fill_empty"),
-    FieldChange(1, "mobile_number", "", "+15550100", "contactout", "fill_empty"),
-)
-UPDATE = ContactUpdate(
-    1,
-    BEFORE.content_hash(),
-    email="ada@acme.test",
-    numbers=((NumberSlot.mobile_number, "+15550100"),),
-    changes=CHANGES,
-)
+from .conftest import AFTER, BEFORE, CHANGES, UPDATE, at
 
 
 def applied(store: StateStore) -> tuple[str, list[int]]:

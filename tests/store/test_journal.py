@@ -12,27 +12,11 @@ import pytest
 from sqlalchemy import event, func, select
 
 from syncd.errors import StoreError
-from syncd.model import Contact, ContactUpdate, FieldChange, NumberSlot
+from syncd.model import Contact, ContactUpdate, FieldChange
 from syncd.store import FieldState, StateStore
 from syncd.store.schema import change_log, field_provenance
 
-from .conftest import at
-
-BEFORE = Contact.build(1, name="Ada", company="Acme")
-AFTER = Contact.build(
-    1, name="Ada", company="Acme", email="ada@acme.test", numbers={NumberSlot.mobile_number: "+15550100"}
-)
-CHANGES = (
-    FieldChange(1, "email", "", "ada@acme.test", "insideview", "fill_empty"),
-    FieldChange(1, "mobile_number", "", "+15550100", "contactout", "fill_empty"),
-)
-UPDATE = ContactUpdate(
-    1,
-    BEFORE.content_hash(),
-    email="ada@acme.test",
-    numbers=((NumberSlot.mobile_number, "+15550100"),),
-    changes=CHANGES,
-)
+from .conftest import AFTER, BEFORE, CHANGES, UPDATE, at
 
 
 def update_for(cid: int) -> ContactUpdate:
@@ -219,7 +203,7 @@ CRASH_SCRIPT = textwrap.dedent(
     from sqlalchemy import event
     from syncd.model import Contact, ContactUpdate, FieldChange, NumberSlot
     from syncd.store import StateStore
-    from tests.store.test_journal import AFTER, CHANGES
+    from tests.store.conftest import AFTER, CHANGES
 
     store = StateStore.open(sys.argv[1])
     [entry] = store.journal_pending()
