@@ -221,12 +221,8 @@ def test_check_config_on_the_example_config(
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    factory = EnvFactory(tmp_path)
-    try:
-        yield factory(10)
-    finally:
-        factory.close()
+def env(make_env: EnvFactory) -> Env:
+    return make_env(10)
 
 
 def test_links_import_reports_rejected_rows_by_line_and_imports_the_valid_ones(env: Env) -> None:

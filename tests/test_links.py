@@ -3,9 +3,7 @@ links to someone else (that link stands), and the demo's links file with its con
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import pytest
 
@@ -90,12 +88,8 @@ def test_shared_ids_keeps_rows_that_share_nothing() -> None:
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    factory = EnvFactory(tmp_path)
-    try:
-        yield factory(10)
-    finally:
-        factory.close()
+def env(make_env: EnvFactory) -> Env:
+    return make_env(10)
 
 
 def test_importing_another_contacts_id_is_refused_with_its_line_and_the_first_link_stands(env: Env) -> None:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator, Iterable, Iterator
+from collections.abc import AsyncIterator, Iterable
 from pathlib import Path
 
 import pytest
@@ -156,12 +156,8 @@ async def test_pull_refuses_when_most_known_contacts_vanished_even_if_as_many_ne
 
 
 @pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    factory = EnvFactory(tmp_path)
-    try:
-        yield factory(60)
-    finally:
-        factory.close()
+def env(make_env: EnvFactory) -> Env:
+    return make_env(60)
 
 
 def test_mass_loss_end_to_end_stops_the_run_and_changes_nothing(env: Env) -> None:

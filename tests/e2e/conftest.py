@@ -1,23 +1,11 @@
-"""Fixtures of the end-to-end suites: `make_env` builds simulators + config + state store per test,
-`env` is a started 60-contact setup, `run_sync(env, *args)` one `syncd --sync-now` in this process."""
+"""Fixtures of the end-to-end suites (`make_env`, simulators + config + state store per test, is in
+tests/conftest.py): `env` is a started 60-contact setup, `run_sync(env, *args)` one `syncd --sync-now` in this process."""
 
 from __future__ import annotations
-
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
 from tests.e2e.harness import Env, EnvFactory, Result
-
-
-@pytest.fixture
-def make_env(tmp_path: Path) -> Iterator[EnvFactory]:
-    factory = EnvFactory(tmp_path)
-    try:
-        yield factory
-    finally:
-        factory.close()
 
 
 @pytest.fixture

@@ -4,23 +4,11 @@ run), and ContactOut matching against a PBX that renders contact_name "Last Firs
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from syncd.sim.dataset import INSIDEVIEW_ID_BASE, Dataset
 from syncd.sim.launch import Simulators
 from tests.e2e.harness import EnvFactory, Result
-
-
-@pytest.fixture
-def make_env(tmp_path: Any) -> Iterator[EnvFactory]:
-    factory = EnvFactory(tmp_path)
-    try:
-        yield factory
-    finally:
-        factory.close()
 
 
 def vendors_of(result: Result) -> dict[str, dict[str, Any]]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -29,15 +28,6 @@ def forget_query_params() -> Iterator[None]:
     pbx_client.QUERY_PARAM_MEMORY.clear()
     yield
     pbx_client.QUERY_PARAM_MEMORY.clear()
-
-
-@pytest.fixture
-def make_env(tmp_path: Path) -> Iterator[EnvFactory]:
-    factory = EnvFactory(tmp_path)
-    try:
-        yield factory
-    finally:
-        factory.close()
 
 
 def finished(result: Result) -> dict[str, Any]:
