@@ -11,11 +11,10 @@ import asyncio
 import itertools
 import json
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from structlog.testing import capture_logs
@@ -76,15 +75,6 @@ class MeteredVendor:
 
 def contacts(n: int) -> dict[int, Contact]:
     return {cid: Contact.build(cid, name=f"Person {cid}", company="Acme") for cid in range(1, n + 1)}
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[StateStore]:
-    opened = StateStore.open(f"sqlite:///{tmp_path / 'state.db'}")
-    try:
-        yield opened
-    finally:
-        opened.close()
 
 
 def run(

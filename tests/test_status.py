@@ -7,7 +7,6 @@ import io
 import json
 import os
 import socket
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -54,15 +53,6 @@ def berlin(monkeypatch: pytest.MonkeyPatch) -> ZoneInfo:
     zone = ZoneInfo("Europe/Berlin")
     monkeypatch.setattr(tzlocal, "get_localzone", lambda: zone)
     return zone
-
-
-@pytest.fixture
-def store(tmp_path: Path) -> Iterator[StateStore]:
-    opened = StateStore.open(f"sqlite:///{tmp_path / 'state.db'}")
-    try:
-        yield opened
-    finally:
-        opened.close()
 
 
 def beat(state: str = "idle", *, at: datetime = T0, pid: int | None = None, host: str = HOST) -> Beat:
