@@ -397,6 +397,16 @@ def run_cli(argv: list[str]) -> Result:
     return Result(code, out.getvalue(), err.getvalue())
 
 
+def with_contactout_budget(text: str, budget: int) -> str:
+    """An `edit` for EnvFactory: the config with ContactOut's monthly credit budget set to `budget`."""
+    head, _, tail = text.partition("[vendors.contactout]\n")
+    return (
+        head
+        + "[vendors.contactout]\n"
+        + tail.replace("monthly_credit_budget = 100000", f"monthly_credit_budget = {budget}", 1)
+    )
+
+
 class EnvFactory:
     """Builds environments for one test and stops every simulator it started afterwards."""
 

@@ -6,18 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.e2e.harness import Env, EnvFactory, Result
+from tests.e2e.harness import Env, EnvFactory, Result, with_contactout_budget
 
 BUDGET = 120  # ContactOut's demand on this 300-contact phonebook is about twice that
-
-
-def with_contactout_budget(text: str, budget: int) -> str:
-    head, _, tail = text.partition("[vendors.contactout]\n")
-    return (
-        head
-        + "[vendors.contactout]\n"
-        + tail.replace("monthly_credit_budget = 100000", f"monthly_credit_budget = {budget}", 1)
-    )
 
 
 def charged(env: Env) -> dict[str, int]:

@@ -22,7 +22,7 @@ from syncd.engine import SyncEngine
 from syncd.model import EnrichmentResult, LookupRequest, Outcome, Vendor
 from syncd.sim.dataset import Dataset, Person, Route
 from syncd.sim.launch import Simulators
-from tests.e2e.harness import Env, EnvFactory, Gate, RejectUpdates, Result, wrap
+from tests.e2e.harness import Env, EnvFactory, Gate, RejectUpdates, Result, with_contactout_budget, wrap
 
 E164 = re.compile(r"\+[1-9][0-9]{6,14}")
 HISTORY_KEYS = {"run_id", "at", "contact_id", "field", "old", "new", "source"}
@@ -519,7 +519,7 @@ def test_a_budget_lowered_below_what_was_spent_buys_nothing_more(make_env: EnvFa
     # the operator lowers ContactOut's budget below what this month already cost
     lowered = spent - 1
     env.write_config(
-        edit=lambda t: _with_contactout_budget(
+        edit=lambda t: with_contactout_budget(
             t.replace("[enrich]\n", '[enrich]\nretry_not_found_after = "1s"\n', 1), lowered
         )
     )
@@ -536,15 +536,6 @@ def test_a_budget_lowered_below_what_was_spent_buys_nothing_more(make_env: EnvFa
     assert (event["vendor"], event["budget"], event["spent"]) == ("contactout", lowered, spent)
     status = env.cli("status", "--json").lines[0]
     assert status["vendors"]["contactout"]["remaining"] == 0
-
-
-def _with_contactout_budget(text: str, budget: int) -> str:
-    head, _, tail = text.partition("[vendors.contactout]\n")
-    return (
-        head
-        + "[vendors.contactout]\n"
-        + tail.replace("monthly_credit_budget = 100000", f"monthly_credit_budget = {budget}", 1)
-    )
 
 
 class MeteredVendor:
@@ -580,7 +571,7 @@ class MeteredVendor:
 
 
 def test_the_budget_holds_when_requests_cost_unequal_amounts(make_env: EnvFactory) -> None:
-    env = make_env(edit=lambda t: _with_contactout_budget(t, 10))
+    env = make_env(edit=lambda t: with_contactout_budget(t, 10))
     vendor = MeteredVendor()
     config = load_config(env.config)
     with env.store() as store, store.lock():
