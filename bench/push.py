@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.common import LoadWatch, SimProcess, print_table, ratio, write_config
-from syncd.config import load_config
+from syncd.config import Config, load_config
 from syncd.engine import SyncEngine
 from syncd.logs import configure_logging
 from syncd.model import EmailKind, EnrichmentResult, FoundEmail, LookupRequest, Outcome, Vendor
@@ -124,10 +124,10 @@ class TimedPushEngine(SyncEngine):
         return wrapper
 
 
-def _one(sims: SimProcess, dataset: Dataset, work: Path, concurrency: int) -> dict[str, Any]:
-    state = work / f"state-c{concurrency}.db"
-    config_path = write_config(
-        work / f"syncd-c{concurrency}.toml",
+def push_config(sims: SimProcess, concurrency: int, toml: Path, state: Path) -> Config:
+    """The config of a push bench: `concurrency` updates in flight, the PBX rate far above the latency."""
+    path = write_config(
+        toml,
         sims.urls,
         f"sqlite:///{state}",
         sync={"push_concurrency": concurrency},
@@ -135,7 +135,13 @@ def _one(sims: SimProcess, dataset: Dataset, work: Path, concurrency: int) -> di
         # a vendor table is needed for the waterfall to run; the stub provider answers in its place
         vendors={"insideview": {"base_url": "http://127.0.0.1:9", "login_url": "http://127.0.0.1:9"}},
     )
-    config = load_config(config_path)
+    return load_config(path)
+
+
+def _one(sims: SimProcess, dataset: Dataset, work: Path, concurrency: int) -> dict[str, Any]:
+    config = push_config(
+        sims, concurrency, work / f"syncd-c{concurrency}.toml", work / f"state-c{concurrency}.db"
+    )
     store = StateStore.open(config.sync.state_url)
     # syncd's own log (one contact.changed event per change, as in production), to a file
     log_stream = (work / f"syncd-c{concurrency}.log").open("w", encoding="utf-8")

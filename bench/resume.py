@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench.common import SimProcess, print_table, write_config
-from bench.push import LATENCY, PBX_RATE, TimedPushEngine, TitleProvider
-from syncd.config import load_config
+from bench.common import SimProcess, print_table
+from bench.push import LATENCY, TimedPushEngine, TitleProvider, push_config
+from syncd.config import Config
 from syncd.engine import RunSummary, SyncEngine
 from syncd.logs import configure_logging
 from syncd.model import Vendor
@@ -48,16 +48,8 @@ class TimedResumeEngine(SyncEngine):
             self.resume_s = time.perf_counter() - started
 
 
-def _config(work: Path, name: str, sims: SimProcess, concurrency: int) -> Any:
-    path = write_config(
-        work / f"{name}.toml",
-        sims.urls,
-        f"sqlite:///{work / f'{name}.db'}",
-        sync={"push_concurrency": concurrency},
-        pbx={"rate_limit": PBX_RATE},
-        vendors={"insideview": {"base_url": "http://127.0.0.1:9", "login_url": "http://127.0.0.1:9"}},
-    )
-    return load_config(path)
+def _config(work: Path, name: str, sims: SimProcess, concurrency: int) -> Config:
+    return push_config(sims, concurrency, work / f"{name}.toml", work / f"{name}.db")
 
 
 def _run(
