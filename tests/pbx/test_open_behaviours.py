@@ -8,44 +8,17 @@ refresh tokens, `company_contact/query`'s `ids=` vs `id=`, the sel_all "All Comp
 from __future__ import annotations
 
 import asyncio
-import json
 
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
-from starlette.types import ASGIApp, Receive, Scope, Send
 
 from syncd.errors import EXIT_CONFIG, ServiceUnavailable
 from syncd.pbx.client import detailed_name
 from syncd.pbx.errors import PbxAuthError, PbxPermissionError, PbxTokenUnavailable
 from syncd.sim.dataset import Dataset
 from syncd.sim.pbx import PbxSimulator
-from tests.e2e.harness import endpoint_of
-from tests.pbx.test_client import all_ids, client, served
-
-
-class RefuseRefresh:
-    """Answers every refresh_token with errcode 10004 (the refresh token refused)."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-        self.refused = 0
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and endpoint_of(scope) == "refresh_token":
-            self.refused += 1
-            body = json.dumps({"errcode": 10004, "errmsg": "TOKEN EXPIRED"}).encode()
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [(b"content-type", b"application/json")],
-                }
-            )
-            await send({"type": "http.response.body", "body": body})
-            return
-        await self.app(scope, receive, send)
-
+from tests.pbx.test_client import AnswerExpired, all_ids, client, served
 
 # --- token storms ----------------------------------------------------------------------------------------
 
@@ -76,7 +49,7 @@ async def test_a_token_storm_with_four_updates_in_flight_writes_every_contact() 
 
 async def test_a_refused_refresh_token_falls_back_to_one_login_never_more() -> None:
     sim = PbxSimulator(Dataset(5))
-    with served(RefuseRefresh(sim.app)) as url:
+    with served(AnswerExpired(sim.app, "refresh_token", None)) as url:  # every refresh token refused
         pbx = client(url)
         await pbx.query_contacts([1])
         sim.expire_tokens()
