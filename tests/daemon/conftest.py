@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -98,14 +98,14 @@ class NotifySocket:
 
 
 class DaemonProcess:
-    """`python -m syncd --config X --log-format json` with its stderr events collected."""
+    """`python -m syncd --config X --log-format json [args]` with its stderr events collected."""
 
-    def __init__(self, config: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(self, config: Path, env: dict[str, str] | None = None, args: Sequence[str] = ()) -> None:
         self.config = config
         full_env = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC")}
         full_env.update(env or {})
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "syncd", "--config", str(config), "--log-format", "json"],
+            [sys.executable, "-m", "syncd", "--config", str(config), "--log-format", "json", *args],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,

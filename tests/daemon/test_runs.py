@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,7 +19,7 @@ import pytest
 from syncd.sim.dataset import Dataset
 from syncd.sim.launch import Simulators
 from syncd.store import StateStore
-from tests.daemon.conftest import DEADLINE, run_syncd, wait_until, write_config
+from tests.daemon.conftest import DaemonProcess, run_syncd, wait_until, write_config
 
 UPDATE_PATH = "company_contact/update"
 
@@ -155,47 +153,6 @@ def test_a_vendor_on_a_closed_port_is_dropped_once_and_asked_again_next_run(
 # --- a --sync-now stopped by SIGTERM, and the resume ------------------------------------------------------
 
 
-class SyncNow:
-    """`python -m syncd --sync-now` with its JSON events read as they come."""
-
-    def __init__(self, config: Path) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "syncd", "--config", str(config), "--log-format", "json", "--sync-now"],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self.lines: list[str] = []
-        self._lock = threading.Lock()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stderr is not None
-        for line in self.proc.stderr:
-            with self._lock:
-                self.lines.append(line)
-
-    def events(self) -> list[dict[str, Any]]:
-        with self._lock:
-            return events("".join(self.lines))
-
-    def wait(self) -> int:
-        try:
-            code = self.proc.wait(timeout=DEADLINE)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            pytest.fail("syncd --sync-now did not exit:\n" + "".join(self.lines[-30:]))
-        self._reader.join(timeout=5)
-        return code
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-
 def test_sigterm_to_sync_now_records_interrupted_and_the_resume_is_concurrent(
     site: tuple[Simulators, UpdatesInFlight], tmp_path: Path
 ) -> None:
@@ -205,15 +162,15 @@ def test_sigterm_to_sync_now_records_interrupted_and_the_resume_is_concurrent(
     import_links(sims, slow, tmp_path)
     sims.pbx.faults.latency = 0.3  # the push of one contact at a time lasts long enough to be stopped
 
-    run = SyncNow(slow)
+    run = DaemonProcess(slow, args=("--sync-now",))
     try:
         wait_until(lambda: in_flight.total >= 2, "the push under way")
-        run.proc.send_signal(signal.SIGTERM)
-        code = run.wait()
+        run.signal(signal.SIGTERM)
+        code = run.wait_exit()
     finally:
         run.kill()
-    found = run.events()
-    assert code == 75, "".join(run.lines[-30:])  # entries remain pending: try later
+    found = list(run.events)
+    assert code == 75, "\n".join(run.raw[-30:])  # entries remain pending: try later
     [stopping] = named(found, "run.stopping")
     assert stopping["signal"] == "SIGTERM"
     [finished] = named(found, "run.finished")
