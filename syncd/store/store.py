@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Engine,
     Table,
@@ -107,6 +108,16 @@ def _chunks(items: Sequence[T], size: int) -> Iterator[Sequence[T]]:
 
 def _unique_ids(ids: Iterable[int]) -> list[int]:
     return list(dict.fromkeys(int(i) for i in ids))
+
+
+def _update_ids(
+    conn: Connection, table: Table, ids: Iterable[int], guard: ColumnElement[bool], **values: Any
+) -> int:
+    """UPDATE `table` SET `values` WHERE id IN (ids) AND `guard`, IN_CHUNK ids at a time; returns the rows."""
+    n = 0
+    for chunk in _chunks(_unique_ids(ids), IN_CHUNK):
+        n += conn.execute(update(table).where(table.c.id.in_(chunk), guard).values(**values)).rowcount
+    return n
 
 
 def record_json(contact: Contact) -> str:
@@ -374,16 +385,8 @@ class StateStore:
     def mark_seen(self, ids: Iterable[int], seen_at: datetime) -> int:
         """Bump last_seen_at of live contacts that did not change; returns how many were updated."""
         at = utc(seen_at)
-        n = 0
         with self._write() as conn:
-            for chunk in _chunks(_unique_ids(ids), IN_CHUNK):
-                res = conn.execute(
-                    update(contacts)
-                    .where(contacts.c.id.in_(chunk), contacts.c.deleted_at.is_(None))
-                    .values(last_seen_at=at)
-                )
-                n += res.rowcount
-        return n
+            return _update_ids(conn, contacts, ids, contacts.c.deleted_at.is_(None), last_seen_at=at)
 
     def tombstone(self, ids: Iterable[int], at: datetime) -> int:
         """Mark contacts as gone from the PBX. Returns how many were newly tombstoned."""
@@ -468,12 +471,7 @@ class StateStore:
         latest = {c.id: c for c in pulled}
         with self._write() as conn:
             self._upsert_contacts(conn, _contact_rows(latest.values(), when))
-            for chunk in _chunks(_unique_ids(unchanged), IN_CHUNK):
-                conn.execute(
-                    update(contacts)
-                    .where(contacts.c.id.in_(chunk), contacts.c.deleted_at.is_(None))
-                    .values(last_seen_at=when)
-                )
+            _update_ids(conn, contacts, unchanged, contacts.c.deleted_at.is_(None), last_seen_at=when)
             self._mark_person(conn, [(cid, f) for cid, fs in person_touched.items() for f in fs], when)
             gone = self._tombstone(conn, tombstones, when)
             self._note(conn, run_id, notes, gone, when)
@@ -1067,16 +1065,8 @@ class StateStore:
     def mark_logged(self, change_ids: Iterable[int], at: datetime) -> int:
         """The events of these changes are written: they are not logged again. Returns how many rows."""
         when = utc(at)
-        n = 0
         with self._write() as conn:
-            for chunk in _chunks(_unique_ids(change_ids), IN_CHUNK):
-                res = conn.execute(
-                    update(change_log)
-                    .where(change_log.c.id.in_(chunk), change_log.c.logged_at.is_(None))
-                    .values(logged_at=when)
-                )
-                n += res.rowcount
-        return n
+            return _update_ids(conn, change_log, change_ids, change_log.c.logged_at.is_(None), logged_at=when)
 
     # --- owners -----------------------------------------------------------------------------------
 
