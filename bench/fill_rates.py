@@ -17,8 +17,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from syncd.cli import run_once
 from syncd.config import load_config
-from syncd.engine import run_once
 from syncd.links import import_links_file
 from syncd.sim.dataset import Dataset
 from syncd.sim.launch import Simulators

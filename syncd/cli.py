@@ -11,11 +11,18 @@ import asyncio
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from syncd import __version__
 from syncd.errors import EXIT_CONFIG, EXIT_PARTIAL, EXIT_USAGE, SyncdError
 from syncd.logs import configure_logging, get_logger, redact
+
+if TYPE_CHECKING:
+    from syncd.config import Config
+    from syncd.progress import Progress
+
+# The commands' modules (engine, daemon, report, store...) are imported by the command that needs them:
+# they bring httpx, SQLAlchemy, APScheduler and rich, which `syncd --help` and `syncd demo` do not need.
 
 log = get_logger("syncd")
 
@@ -196,6 +203,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _fail(f"internal error: {type(exc).__name__}: {exc}", EXIT_PARTIAL)
 
 
+def run_once(
+    config: Config, *, dry_run: bool = False, buy: bool = False, progress: Progress | None = None
+) -> int:
+    """`syncd --sync-now [--dry-run [--buy]]`: one run under the store's lock, its plan (dry run) and its
+    summary printed; returns the exit status."""
+    from syncd.engine import run_locked
+    from syncd.progress import for_terminal
+    from syncd.report import print_plan, print_summary
+
+    summary = run_locked(config, dry_run=dry_run, buy=buy, progress=progress or for_terminal())
+    if dry_run:
+        print_plan(summary)
+    print_summary(summary)
+    return summary.exit_code
+
+
 def _dispatch(args: argparse.Namespace) -> int:
     if args.command == "demo":
         from syncd.demo import run_demo
@@ -247,8 +270,6 @@ def _dispatch(args: argparse.Namespace) -> int:
 
         return asyncio.run(import_links_file(config, args.file))
     if args.sync_now:
-        from syncd.engine import run_once
-
         return run_once(config, dry_run=args.dry_run, buy=args.buy)
 
     from syncd.daemon import run_daemon

@@ -35,8 +35,10 @@ def run_demo(
     stream: TextIO | None = None,
 ) -> int:
     from syncd.config import load_config
-    from syncd.engine import run_once
+    from syncd.engine import run_locked
     from syncd.links import import_links_file
+    from syncd.progress import for_terminal
+    from syncd.report import print_summary
     from syncd.sim.dataset import Dataset
     from syncd.sim.launch import Simulators
     from syncd.store import StateStore
@@ -61,7 +63,9 @@ def run_demo(
             asyncio.run(import_links_file(config, links_path, stream=out))
             out.write("\nRunning one full sync (pull, enrich, merge, push):\n")
             out.flush()
-            code = run_once(config)
+            first = run_locked(config, progress=for_terminal())
+            print_summary(first)
+            code = first.exit_code
             store = StateStore.open(state_url)
             try:
                 changes = store.history()
@@ -102,7 +106,8 @@ def run_demo(
             calls_before = sum(
                 sum(s.calls.values()) for s in (sims.insideview, sims.leadfeeder, sims.contactout)
             )
-            second = run_once(config)
+            second = run_locked(config, progress=for_terminal())
+            print_summary(second)
             calls_after = sum(
                 sum(s.calls.values()) for s in (sims.insideview, sims.leadfeeder, sims.contactout)
             )
@@ -113,7 +118,7 @@ def run_demo(
                 f"  e.g. syncd --config {config_path} history --json | head\n\n"
             )
         out.write(NEXT_STEPS)
-        return code if code != EXIT_OK else second
+        return code if code != EXIT_OK else second.exit_code
     finally:
         if keep is None:
             shutil.rmtree(workdir, ignore_errors=True)

@@ -21,7 +21,6 @@ import signal
 import threading
 from collections import Counter
 from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -32,23 +31,24 @@ from syncd import crashpoint
 from syncd.config import Config
 from syncd.enrich import EnrichmentOutcome, Waterfall
 from syncd.errors import (
-    EXIT_OK,
-    EXIT_PARTIAL,
-    EXIT_TEMPFAIL,
+    ConfigError,
     MassLossError,
     ServiceUnavailable,
 )
 from syncd.logs import get_logger
-from syncd.merge import MergeResult, MergeSettings, Skip, SkipReason, apply_update, merge
-from syncd.model import Contact, ContactUpdate, FieldChange, Vendor
+from syncd.merge import MergeSettings, SkipReason, apply_update, merge
+from syncd.model import Contact, ContactUpdate, Vendor
 from syncd.owners import check_takeover, log_change, log_unlogged, taken_from_syncd, takeover_notes
 from syncd.pbx.client import QUERY_PARAM_MEMORY, PbxToken, YeastarClient
 from syncd.pbx.errors import PbxAuthError, PbxError, PbxRejected
+from syncd.progress import Progress
 from syncd.pull import PullResult, phonebook_filter, pull_contacts
+from syncd.run_summary import PlannedContact, RunSummary
 from syncd.store import FieldState, JournalEntry, OwnershipNote, StateStore, TokenRecord
 from syncd.switchboards import switchboard_numbers
 from syncd.vendors.base import Provider
 from syncd.vendors.contactout import ContactOutProvider
+from syncd.vendors.factory import build_providers
 
 log = get_logger("syncd.engine")
 _SWITCHBOARD = SkipReason.switchboard
@@ -141,66 +141,6 @@ def update_body(update: ContactUpdate, current: Contact) -> dict[str, Any]:
         # membership is sent complete too: whether an omitted list is kept is undocumented
         body["phonebook_id_list"] = list(current.phonebook_ids)
     return body
-
-
-@dataclass
-class PlannedContact:
-    contact: Contact
-    result: MergeResult
-
-
-@dataclass
-class RunSummary:
-    run_id: str
-    mode: str
-    started_at: datetime
-    ended_at: datetime | None = None
-    outcome: str = "running"
-    counts: dict[str, Any] = field(default_factory=dict)
-    changes_by_field: Counter[str] = field(default_factory=Counter)
-    credits: dict[str, int] = field(default_factory=dict)
-    failures: list[tuple[int, str]] = field(default_factory=list)
-    planned: list[PlannedContact] = field(default_factory=list)
-    applied: list[FieldChange] = field(default_factory=list)
-    unreachable: str | None = None
-    vendor_stops: dict[str, str] = field(default_factory=dict)
-    # (contact id, name, skip) for every switchboard number the plan left out
-    switchboard_skips: list[tuple[int, str, Skip]] = field(default_factory=list)
-
-    interrupted: bool = False  # asked to stop (SIGTERM/SIGINT) and stopped before the end
-
-    @property
-    def unreachable_vendors(self) -> list[str]:
-        return sorted(v for v, why in self.vendor_stops.items() if why == "unavailable")
-
-    def settle(self) -> str:
-        """The outcome of a run that returned: interrupted > unreachable > partial > ok."""
-        if self.interrupted:
-            return "interrupted"
-        if self.unreachable or self.unreachable_vendors:
-            return "unreachable"
-        return "partial" if self.failures else "ok"
-
-    @property
-    def exit_code(self) -> int:
-        # an interrupted run is "try later" while journal entries wait for the next run, else done;
-        # a vendor that stayed unreachable is "try later"; refused credentials are a failed run;
-        # a spent budget or exhausted credits are normal operation
-        if self.outcome == "interrupted":
-            return EXIT_TEMPFAIL if self.counts.get("pending") else EXIT_OK
-        if self.unreachable or self.unreachable_vendors:
-            return EXIT_TEMPFAIL
-        if self.failures or self.outcome not in ("ok", "unreachable") or "auth" in self.vendor_stops.values():
-            return EXIT_PARTIAL
-        return EXIT_OK
-
-
-class Progress:
-    """Hooks for a progress display; the default does nothing."""
-
-    def phase(self, name: str, total: int | None = None) -> None: ...
-    def advance(self, name: str, amount: int = 1) -> None: ...
-    def done(self) -> None: ...
 
 
 class SyncEngine:
@@ -348,8 +288,6 @@ class SyncEngine:
             return None
 
     def _build_providers(self) -> dict[Vendor, Provider]:
-        from syncd.vendors.factory import build_providers
-
         return build_providers(self.config)
 
     # --- pull ---------------------------------------------------------------------------------------
@@ -361,8 +299,6 @@ class SyncEngine:
             ids = await pbx.phonebook_ids(names)
             missing = [n for n in names if n not in ids]
             if missing:
-                from syncd.errors import ConfigError
-
                 raise ConfigError(
                     "sync.phonebooks", f"no phonebook named {', '.join(map(repr, missing))} on the PBX"
                 )
@@ -858,23 +794,16 @@ async def run_stoppable(engine: SyncEngine) -> RunSummary:
             loop.remove_signal_handler(sig)
 
 
-def run_once(
+def run_locked(
     config: Config, *, dry_run: bool = False, buy: bool = False, progress: Progress | None = None
-) -> int:
-    """`syncd --sync-now [--dry-run [--buy]]`: one run under the store's lock; returns the exit status."""
-    from syncd.progress import for_terminal
-    from syncd.report import print_plan, print_summary
-
+) -> RunSummary:
+    """One run under the store's lock (what `syncd --sync-now` runs; the CLI prints its summary)."""
     store = StateStore.open(config.sync.state_url)
-    display = progress or for_terminal()
+    display = progress or Progress()
     try:
         with store.lock():
             engine = SyncEngine(config, store, dry_run=dry_run, buy=buy or not dry_run, progress=display)
-            summary = asyncio.run(run_stoppable(engine))
+            return asyncio.run(run_stoppable(engine))
     finally:
         display.done()
         store.close()
-    if dry_run:
-        print_plan(summary)
-    print_summary(summary)
-    return summary.exit_code

@@ -24,9 +24,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, TextIO
 
+from syncd.engine import StoreTokenCache
 from syncd.errors import EXIT_OK, EXIT_PARTIAL, UsageError
 from syncd.logs import get_logger
 from syncd.model import Vendor
+from syncd.pbx.client import MAX_QUERY_IDS, YeastarClient
+from syncd.pbx.errors import PbxRejected
+from syncd.report import print_links_report
 from syncd.store import Link, StateStore
 
 if TYPE_CHECKING:
@@ -236,8 +240,6 @@ async def import_links_file(config: Config, path: Path, stream: TextIO | None = 
         )
     finally:
         store.close()
-    from syncd.report import print_links_report
-
     by_reason = print_links_report(
         str(path), imported, [(r.line, r.reason) for r in rejected], stream or sys.stdout
     )
@@ -253,10 +255,6 @@ async def _unknown_contacts(config: Config, store: StateStore, ids: set[int]) ->
     unknown = ids & tombstoned
     if not ask:
         return unknown
-    from syncd.engine import StoreTokenCache
-    from syncd.pbx.client import MAX_QUERY_IDS, YeastarClient
-    from syncd.pbx.errors import PbxRejected
-
     with store.lock():
         pbx = YeastarClient(
             config.pbx.http_settings(),

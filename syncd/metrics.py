@@ -44,12 +44,14 @@ from syncd import __version__
 from syncd.errors import ConfigError, MassLossError, ServiceError, ServiceUnavailable, StoreError
 from syncd.logs import get_logger
 from syncd.model import Vendor
+from syncd.run_summary import RunSummary
+from syncd.schedule import schedule_period
+from syncd.store.records import month_of
 
 if TYPE_CHECKING:
     from datetime import tzinfo
 
     from syncd.config import Config, MetricsConfig
-    from syncd.engine import RunSummary
     from syncd.store import StateStore
 
 log = get_logger("syncd.metrics")
@@ -191,9 +193,6 @@ class Metrics:
         """The schedule, pause, this month's credits against the budgets and the pending journal.
 
         Called at start, after each run and after a reload; never raises (a metric is not worth a run)."""
-        from syncd.daemon import schedule_period
-        from syncd.store.records import month_of
-
         try:
             period = schedule_period(config.sync, tz).total_seconds()
             spent = store.credits_for_month(month_of(datetime.now(UTC))) if store is not None else None

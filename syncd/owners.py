@@ -28,6 +28,7 @@ from syncd.errors import EXIT_OK, EXIT_USAGE, MassLossError
 from syncd.logs import get_logger
 from syncd.model import Contact, NumberSlot
 from syncd.remark import find_title_line
+from syncd.store import StateStore
 from syncd.store.records import (
     OWNER_SYNCD,
     REMOVAL_KIND,
@@ -38,7 +39,6 @@ from syncd.store.records import (
 
 if TYPE_CHECKING:
     from syncd.config import Config
-    from syncd.store import StateStore
 
 log = get_logger("syncd.owners")
 
@@ -187,8 +187,6 @@ def _tty(out: TextIO) -> bool:
 
 
 def _open_existing(config: Config) -> StateStore:
-    from syncd.store import StateStore
-
     return StateStore.open(config.sync.state_url)
 
 

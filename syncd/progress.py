@@ -14,7 +14,14 @@ from __future__ import annotations
 import sys
 from typing import Any, TextIO
 
-from syncd.engine import Progress
+
+class Progress:
+    """Hooks for a progress display; the default does nothing."""
+
+    def phase(self, name: str, total: int | None = None) -> None: ...
+    def advance(self, name: str, amount: int = 1) -> None: ...
+    def done(self) -> None: ...
+
 
 LABELS = {
     "resume": "resuming journal",

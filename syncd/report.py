@@ -12,12 +12,17 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta, tzinfo
 from typing import TYPE_CHECKING, Any, TextIO
 
-from syncd.errors import EXIT_OK, UsageError
+from syncd.errors import EXIT_OK, ConfigError, UsageError
+from syncd.heartbeat import read_beat
+from syncd.run_summary import RunSummary
+from syncd.schedule import local_timezone
+from syncd.schedule import next_run as schedule_next_run
 from syncd.store import StateStore, month_of
+from syncd.store.access import state_url_problems
+from syncd.store.lock import file_lock_holder
 
 if TYPE_CHECKING:
     from syncd.config import Config
-    from syncd.engine import RunSummary
 
 
 def _tty(stream: TextIO) -> bool:
@@ -38,9 +43,6 @@ def _line(obj: dict[str, Any], stream: TextIO) -> None:
 
 
 def check_config(config: Config, stream: TextIO | None = None) -> int:
-    from syncd.errors import ConfigError
-    from syncd.store.access import state_url_problems
-
     out = stream or sys.stdout
     problems = state_url_problems(config.sync.state_url)
     if problems:
@@ -77,8 +79,6 @@ _COUNT_HEADS = ("seen", "new", "chg", "del", "upd", "fail")  # fits 80 columns
 
 def next_run(config: Config, last_start: datetime | None, now: datetime) -> datetime | None:
     """When the daemon's schedule fires next: the daemon's own function (cron in local time)."""
-    from syncd.daemon import next_run as schedule_next_run
-
     return schedule_next_run(config, last_start, now)
 
 
@@ -126,15 +126,11 @@ def budget_words(spent: int, budget: int | None) -> str:
 
 
 def _lock_holder(store: StateStore) -> dict[str, Any] | None:
-    from syncd.store.lock import file_lock_holder
-
     path = getattr(store, "_lock_path", None)
     return file_lock_holder(path) if isinstance(path, str) else None
 
 
 def _daemon_data(store: StateStore, now: datetime, tz: tzinfo) -> dict[str, Any] | None:
-    from syncd.heartbeat import read_beat
-
     beat = read_beat(store)
     if beat is None:
         return None
@@ -154,8 +150,6 @@ def _daemon_data(store: StateStore, now: datetime, tz: tzinfo) -> dict[str, Any]
 def status_data(
     config: Config, store: StateStore, *, runs: int = 10, now: datetime | None = None
 ) -> dict[str, Any]:
-    from syncd.daemon import local_timezone
-
     tz = local_timezone()
     now = now or datetime.now(UTC)
     recent = store.recent_runs(runs)

@@ -9,10 +9,10 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 
+from syncd.cli import run_once
 from syncd.config import load_config
-from syncd.engine import Progress, run_once
 from syncd.logs import configure_logging, get_logger
-from syncd.progress import TerminalProgress
+from syncd.progress import Progress, TerminalProgress
 from tests.e2e.harness import EnvFactory
 
 

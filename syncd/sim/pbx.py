@@ -29,7 +29,6 @@ from starlette.responses import Response
 from starlette.routing import Route, Router
 from starlette.types import ASGIApp
 
-from syncd.model import FLAT_FIELD, NumberSlot
 from syncd.sim.dataset import Dataset, Phonebook, SeedContact
 from syncd.sim.faults import FaultInjector, Faults
 
@@ -75,9 +74,22 @@ NUMBER_RE = re.compile(r"[0-9A-Za-z().+*#-]{1,31}")
 EMAIL_CHARS_RE = re.compile(r"[A-Za-z0-9@_.'-]+")
 EMAIL_SHAPE_RE = re.compile(r"[^@]+@[^@]+\.[^@]{2,}")  # XXX@XXX.XX
 
-SLOTS: tuple[NumberSlot, ...] = tuple(NumberSlot)
-SLOT_INDEX: dict[str, int] = {s.value: i for i, s in enumerate(SLOTS)}
-FLAT_NAMES: tuple[str, ...] = tuple(FLAT_FIELD[s] for s in SLOTS)
+# The nine number types: the detailed form's `num_type` (company_contact/get, Table 5) and the flat form's
+# field for it (company_contact/list). Written out from the vendor docs, not taken from the client.
+NUMBER_TYPES: tuple[tuple[str, str], ...] = (
+    ("business_number", "business"),
+    ("business_number2", "business2"),
+    ("mobile_number", "mobile"),
+    ("mobile_number2", "mobile2"),
+    ("home_number", "home"),
+    ("home_number2", "home2"),
+    ("business_fax", "business_fax"),
+    ("home_fax", "home_fax"),
+    ("other_number", "other"),
+)
+SLOTS: tuple[str, ...] = tuple(num_type for num_type, _ in NUMBER_TYPES)
+SLOT_INDEX: dict[str, int] = {s: i for i, s in enumerate(SLOTS)}
+FLAT_NAMES: tuple[str, ...] = tuple(flat for _, flat in NUMBER_TYPES)
 _EMPTY_NUMBERS: tuple[str, ...] = ("",) * len(SLOTS)
 _INT_RE = re.compile(r"-?[0-9]{1,18}")
 
@@ -105,7 +117,7 @@ class _Rec(NamedTuple):
     company: str
     email: str
     remark: str
-    numbers: tuple[str, ...]  # one per NumberSlot, in enum order; "" = empty slot
+    numbers: tuple[str, ...]  # one per number type, in NUMBER_TYPES order; "" = empty slot
     phonebooks: tuple[int, ...]  # sorted ids
     zip_code: str
     street: str
@@ -464,7 +476,7 @@ class PbxSimulator:
             "email": r.email,
             "phonebook_list": self._books(r),
             "remark": r.remark,
-            "number_list": [{"num_type": SLOTS[i].value, "number": n} for i, n in enumerate(r.numbers) if n],
+            "number_list": [{"num_type": SLOTS[i], "number": n} for i, n in enumerate(r.numbers) if n],
             "zip_code": r.zip_code,
             "street": r.street,
             "city": r.city,

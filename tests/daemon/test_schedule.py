@@ -15,7 +15,8 @@ from apscheduler.schedulers.background import BackgroundScheduler
 
 from syncd import report
 from syncd.config import Config, parse_config
-from syncd.daemon import (
+from syncd.heartbeat import Beat, write_beat
+from syncd.schedule import (
     add_sync_job,
     describe_schedule,
     local_timezone,
@@ -23,7 +24,6 @@ from syncd.daemon import (
     next_fire,
     next_run,
 )
-from syncd.heartbeat import Beat, write_beat
 from syncd.store import StateStore
 
 BERLIN = ZoneInfo("Europe/Berlin")
