@@ -242,6 +242,7 @@ class ServiceClient:
             limits=limits,
             follow_redirects=False,
         )
+        self._where = host_port(self._client.base_url)  # named in errors: host and port, never a path
 
     async def aclose(self) -> None:
         await self._client.aclose()
@@ -262,7 +263,7 @@ class ServiceClient:
         if reason is not None:
             self.stats.short_circuited += 1
             raise ServiceUnavailable(
-                self.service, f"{what}: unreachable ({reason}); no further calls this run"
+                self.service, f"{what} on {self._where}: unreachable ({reason}); no further calls this run"
             )
 
     def _failed(self, reason: str, *, refused: bool = False, gave_up: bool = False) -> None:

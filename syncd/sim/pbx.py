@@ -588,7 +588,7 @@ class PbxSimulator:
             if endpoint.auth:
                 self._check_token(query.get("access_token"))
                 if name in self.denied:
-                    raise PbxError(10005)
+                    raise PbxError(10005, "No access permission")
             return endpoint.handler(query, body, ip)
 
     def _check_block(self, ip: str) -> None:

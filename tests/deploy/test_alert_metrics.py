@@ -20,7 +20,7 @@ cron = "*/10 * * * *"
 [pbx]
 base_url = "http://pbx.test"
 client_id = "id"
-client_secret = "secret"
+client_secret = "alert-metrics-pbx-secret-7f3a"
 
 [vendors.insideview]
 client_id = "iv"
