@@ -41,7 +41,7 @@ from datetime import datetime, timedelta
 from syncd import crashpoint
 from syncd.errors import AuthError, MalformedResponse, OutOfCredits, ServiceError, ServiceUnavailable
 from syncd.logs import get_logger
-from syncd.merge import FieldStateLike, MergeSettings, Want, open_wants, wants_worth_buying
+from syncd.merge import FieldStateLike, MergeSettings, Want, open_wants
 from syncd.model import Contact, EnrichmentResult, LookupRequest, Outcome, Vendor
 from syncd.normalize import fold_company, fold_text
 from syncd.store import LedgerEntry, Link, StateStore, month_of
@@ -288,16 +288,12 @@ class _Stage:
     def _decide(self, item: _Item, now: datetime) -> tuple[LookupRequest, str] | None:
         """None: pass the item on now. Otherwise: ask the vendor with this request and fingerprint."""
         contact = item.contact
-        wants = wants_worth_buying(
-            open_wants(
-                contact,
-                self.bases.get(contact.id),
-                self.states.get(contact.id, {}),
-                self.fall.settings,
-                item.results,
-            ),
+        wants = open_wants(
             contact,
+            self.bases.get(contact.id),
+            self.states.get(contact.id, {}),
             self.fall.settings,
+            item.results,
         )
         if not wants or self.stopped:
             return None

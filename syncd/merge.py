@@ -113,7 +113,6 @@ __all__ = [
     "merge",
     "next_states",
     "open_wants",
-    "wants_worth_buying",
 ]
 
 EMAIL: Final = "email"
@@ -259,6 +258,9 @@ class _Group:
     kinds: Mapping[PhoneKind, int]  # kind -> preference (lower first)
 
     closed_key: str  # the field-state key that records a person closing the kind
+    # False: one number of the kind is enough (a person has one mobile; a vendor asked for a second one
+    # mostly sells back the one held), so a slot holding one the policy keeps closes the kind
+    beside_held: bool = True
 
 
 def closed_kind_key(group: str) -> str:
@@ -267,14 +269,23 @@ def closed_kind_key(group: str) -> str:
 
 
 def _group(
-    name: str, want: Want | None, slots: Iterable[NumberSlot], kinds: Mapping[PhoneKind, int]
+    name: str,
+    want: Want | None,
+    slots: Iterable[NumberSlot],
+    kinds: Mapping[PhoneKind, int],
+    *,
+    beside_held: bool = True,
 ) -> _Group:
-    return _Group(name, want, tuple((s, s.value) for s in slots), kinds, closed_kind_key(name))
+    return _Group(name, want, tuple((s, s.value) for s in slots), kinds, closed_kind_key(name), beside_held)
 
 
 _GROUPS: Final = (
     _group(
-        "mobile", Want.mobile, (NumberSlot.mobile_number, NumberSlot.mobile_number2), {PhoneKind.mobile: 0}
+        "mobile",
+        Want.mobile,
+        (NumberSlot.mobile_number, NumberSlot.mobile_number2),
+        {PhoneKind.mobile: 0},
+        beside_held=False,
     ),
     _group(
         "direct",
@@ -295,6 +306,7 @@ _SLOT_KEYS: Final = tuple((slot, slot.value) for slot in NumberSlot)
 _NEVER: Final = Policy.never
 _REFRESH: Final = Policy.refresh
 _FILL: Final = Policy.fill_empty.value
+_TAKE_BACK: Final = "switchboard"  # the reason of a change that removes a switchboard syncd had written
 _REPLACE: Final = Policy.refresh.value
 _WORK: Final = EmailKind.work
 _FOUND: Final = Outcome.found
@@ -524,12 +536,31 @@ def _plan_numbers(
                     kept = kept or _R_PERSON  # a person's own number: never moved or replaced
                 elif not value:
                     empty.append(slot)
+                elif (
+                    switchboards
+                    and st is not None
+                    and st.owner == OWNER_SYNCD
+                    and st.syncd_value == value
+                    and to_e164(value, region) in switchboards
+                ):
+                    # syncd wrote it before the phonebook showed it to be a switchboard: take it back
+                    plan.numbers[slot] = ("", st.source or OWNER_SYNCD, _TAKE_BACK)
+                    empty.append(slot)
                 elif refresh and st is not None and st.syncd_value == value:
                     stale.append(slot)
                 else:
                     kept = _R_OCCUPIED  # a value syncd may not replace under the policy
             if why is None and not empty and not stale:
                 why = kept or _R_OCCUPIED
+            elif (
+                why is None
+                and kept is not None
+                and not stale
+                and not group.beside_held
+                # the contact has its number of this kind (garbage in a slot is no number)
+                and any((v := held.get(slot)) and to_e164(v, region) is not None for slot, _ in group.slots)
+            ):
+                why = kept
         if why is not None:
             if bucket:
                 ri, _, _, p = bucket[0]
@@ -736,7 +767,8 @@ def merge(
                 text, src, reason = planned[slot]
                 old_pair = held.get(slot)
                 changes.append(FieldChange(cid, key, old_pair[1] if old_pair else "", text, src, reason))
-                numbers.append((slot, text))
+                if text:  # "" takes the number out (a switchboard syncd had written)
+                    numbers.append((slot, text))
             elif slot in held:
                 numbers.append(held[slot])  # the PBX's own pair, untouched
         new_numbers = tuple(numbers)
@@ -783,28 +815,6 @@ def open_wants(
     """
     plan = _plan(base, current, results, states, settings)
     return frozenset(plan.opened - plan.answered)
-
-
-def wants_worth_buying(wants: frozenset[Want], current: Contact, settings: MergeSettings) -> frozenset[Want]:
-    """The open wants worth paying a vendor for: a number kind whose slots already hold a person's (or an
-    earlier run's) number of that kind is no longer bought for, since the answer is mostly the number the
-    contact holds. Its empty sibling slot is still filled (`merge`) from answers bought for other wants.
-
-    A held number that is a switchboard (`settings.switchboards`) holds no one's line: a direct line is
-    still bought beside it.
-    """
-    drop: set[Want] = set()
-    held = dict(current.numbers)
-    region = settings.default_region
-    for group in _GROUPS:
-        if group.want is None or group.want not in wants:
-            continue
-        for slot, _key in group.slots:
-            value = held.get(slot)
-            if value and to_e164(value, region) not in settings.switchboards:
-                drop.add(group.want)
-                break
-    return wants - drop if drop else wants
 
 
 def apply_update(current: Contact, update: ContactUpdate) -> Contact:

@@ -34,7 +34,6 @@ from syncd.merge import (
     merge,
     next_states,
     open_wants,
-    wants_worth_buying,
 )
 from syncd.model import (
     Contact,
@@ -601,14 +600,28 @@ def test_numbers_first_vendor_with_an_acceptable_number_of_a_kind_wins() -> None
 
 
 def test_numbers_fill_empty_fills_the_empty_slot_beside_a_persons_number() -> None:
-    c = contact(numbers={MOB2: N1})
-    assert Want.mobile in open_wants(c, c, {}, S)
-    m = run(c, [res(phones=[(N2, PhoneKind.mobile)])])
+    c = contact(numbers={BUS2: N1})
+    assert Want.direct in open_wants(c, c, {}, S)
+    m = run(c, [res(phones=[(N2, PhoneKind.direct)])])
     assert m.update is not None
-    assert m.update.numbers == ((MOB, N2), (MOB2, N1))  # the person's number is neither moved nor changed
-    assert written(m) == {"mobile_number": N2}
-    full = contact(numbers={MOB: N1, MOB2: N3})
-    assert Want.mobile not in open_wants(full, full, {}, S)
+    assert m.update.numbers == ((BUS, N2), (BUS2, N1))  # the person's number is neither moved nor changed
+    assert written(m) == {"business_number": N2}
+    full = contact(numbers={BUS: N1, BUS2: N3})
+    assert Want.direct not in open_wants(full, full, {}, S)
+
+
+def test_a_contact_with_its_mobile_wants_no_second_one() -> None:
+    """A person has one mobile: a vendor asked for a second mostly sells back the one held, so the kind is
+    neither bought for nor filled; under `refresh` a mobile syncd wrote stays replaceable."""
+    for held in ({MOB: N1}, {MOB2: N1}):
+        c = contact(numbers=held)
+        assert Want.mobile not in open_wants(c, c, {}, S)
+        m = run(c, [res(phones=[(N2, PhoneKind.mobile)])])
+        assert written(m) == {}
+        assert [k.reason for k in m.skipped if k.field == "mobile"] == [SkipReason.occupied]
+    c = contact(numbers={MOB: N1})
+    refresh = dataclasses.replace(S, numbers=Policy.refresh)
+    assert Want.mobile in open_wants(c, c, {"mobile_number": FieldState("syncd", N1, "insideview")}, refresh)
 
 
 def test_numbers_direct_line_lands_beside_a_persons_business_number() -> None:
@@ -758,8 +771,8 @@ def test_numbers_refresh_leaves_a_persons_number() -> None:
     c = contact(numbers={MOB: N1})
     for states in ({}, {"mobile_number": syncd(N4)}, {"mobile_number": PERSON}):
         m = run(c, [res(phones=[(N2, PhoneKind.mobile)])], states=states, settings=refresh)
-        assert m.update is not None
-        assert m.update.numbers == ((MOB, N1), (MOB2, N2))  # beside it, never over it
+        assert m.update is None  # never over it, and one mobile is enough: none beside it either
+        assert Want.mobile not in open_wants(c, c, states, refresh)
     # a person's number in the other mobile slot stays; syncd's stale number beside it is refreshed
     c = contact(numbers={MOB: N1, MOB2: N3})
     m = run(c, [res(phones=[(N2, PhoneKind.mobile)])], states={"mobile_number": syncd(N1)}, settings=refresh)
@@ -1089,7 +1102,7 @@ def test_open_wants_complete_contact_wants_nothing() -> None:
     assert open_wants(c, c, {}, S) == frozenset()
     # an empty slot beside a person's number is still wanted
     c = contact(email="ada@engines.example.com", remark="Title: CTO", numbers={MOB: N1, BUS: N2})
-    assert open_wants(c, c, {}, S) == {Want.mobile, Want.direct}
+    assert open_wants(c, c, {}, S) == {Want.direct}  # one mobile is enough
 
 
 def test_open_wants_refresh_reopens_what_syncd_wrote() -> None:
@@ -1283,21 +1296,17 @@ if __name__ == "__main__":  # pragma: no cover
     _throughput(int(sys.argv[1]) if len(sys.argv) > 1 else 100_000)
 
 
-def test_a_kind_the_contact_already_holds_is_not_bought_for_but_its_sibling_slot_is_still_filled() -> None:
-    """Buying for the second slot mostly buys back the number the contact holds: not worth a credit."""
-    c = contact(numbers={MOB: N1, BUS: N3})
-    wants = open_wants(c, c, {}, S)
-    assert {Want.mobile, Want.direct} <= wants  # both kinds still have an empty slot
-    assert wants_worth_buying(wants, c, S) == wants - {Want.mobile, Want.direct}
-    # an answer bought for another want still fills the empty sibling slots
-    m = run(c, [res(phones=[(N2, PhoneKind.mobile), (N4, PhoneKind.direct)])])
-    assert written(m) == {"mobile_number2": N2, "business_number2": N4}
-
-
-def test_a_held_switchboard_is_no_ones_line_so_a_direct_line_is_still_bought_beside_it() -> None:
-    c = contact(numbers={BUS: N3})
-    boards = dataclasses.replace(S, switchboards=frozenset({N3}))
-    assert Want.direct in wants_worth_buying(open_wants(c, c, {}, boards), c, boards)
-    assert Want.direct not in wants_worth_buying(open_wants(c, c, {}, S), c, S)
-    empty = contact()
-    assert wants_worth_buying(open_wants(empty, empty, {}, S), empty, S) == open_wants(empty, empty, {}, S)
+def test_a_switchboard_syncd_wrote_before_it_knew_is_taken_back() -> None:
+    """The phonebook shows a number to be a switchboard only once a second contact holds or is offered it;
+    one syncd wrote before that is taken out (a person's stays), and the slot may take a direct line."""
+    boards = dataclasses.replace(S, switchboards=frozenset({N1}))
+    c = contact(numbers={BUS: N1})
+    m = run(c, [], states={"business_number": syncd(N1)}, settings=boards)
+    assert m.update is not None and m.update.numbers == ()
+    assert [(ch.field, ch.old, ch.new, ch.reason) for ch in m.changes] == [
+        ("business_number", N1, "", "switchboard")
+    ]
+    m = run(c, [res(phones=[(N2, PhoneKind.direct)])], states={"business_number": syncd(N1)}, settings=boards)
+    assert written(m) == {"business_number": N2}
+    assert run(c, [], states={"business_number": PERSON}, settings=boards).update is None
+    assert run(c, [], states={"business_number": syncd(N1)}).update is None  # not known as one: kept

@@ -374,15 +374,31 @@ def test_an_empty_slot_of_a_wanted_kind_is_filled_unless_a_person_closed_the_kin
         ]
         if not free or oracle_closed(base, current, states, want):
             continue
+        if want is Want.mobile and any(
+            e164(n) is not None
+            for slot, n in current.numbers
+            if slot.value in fields
+            and not (
+                s.numbers is Policy.refresh
+                and (st_ := states.get(slot.value)) is not None
+                and st_.owner == "syncd"
+                and st_.syncd_value == n
+            )
+        ):
+            continue  # one mobile is enough: a contact holding one wants no second
+
+        def writable(p: FoundPhone) -> bool:
+            return is_candidate(p) and e164(p.number) not in s.switchboards
+
         # the source: the first result with a number of the kind the merge can write
-        source = next((r for r in found if any(p.kind in kinds and is_candidate(p) for p in r.phones)), None)
+        source = next((r for r in found if any(p.kind in kinds and writable(p) for p in r.phones)), None)
         if source is None:
             continue
         elsewhere = {e164(p.number) for r in found for p in r.phones if p.kind not in kinds}
         new = {
             e
             for p in source.phones
-            if p.kind in kinds and is_candidate(p) and (e := e164(p.number)) not in held | elsewhere
+            if p.kind in kinds and writable(p) and (e := e164(p.number)) not in held | elsewhere
         }
         if new:
             assert changed_fields(m) & fields, (want, m.skipped)
@@ -403,6 +419,13 @@ def test_no_number_is_lost_moved_or_reformatted(
     for slot, number in current.numbers:
         if sent.get(slot) == number:
             continue
+        st_ = states.get(slot.value)
+        if (
+            st_ is not None
+            and (st_.owner, st_.syncd_value) == ("syncd", number)
+            and e164(number) in s.switchboards
+        ):
+            continue  # a switchboard syncd itself wrote before it knew: taken back
         # only a refresh of a number syncd wrote itself may replace it
         change = changes[slot.value]
         st_ = states[slot.value]
@@ -427,6 +450,11 @@ def test_only_valid_values_are_written_and_slots_hold_one_number_each(
     replaced = {e164(c.old) for c in m.changes if c.reason == "refresh" and c.field not in (EMAIL, TITLE)}
     for change in m.changes:
         assert change.contact_id == CID
+        if change.reason == "switchboard":  # syncd takes back a switchboard it had written
+            st_ = states[change.field]
+            assert change.new == "" and (st_.owner, st_.syncd_value) == ("syncd", change.old)
+            assert e164(change.old) in s.switchboards
+            continue
         assert change.source in {v.value for v in Vendor}
         assert change.reason in {"fill_empty", "refresh"}
         assert change.old == field_value(current, change.field, s.title_target)
@@ -485,7 +513,7 @@ def test_open_wants_agrees_with_merge(
     before = open_wants(current, base, states, s)
     after = open_wants(current, base, states, s, rs)
     assert after <= before
-    done = changed_fields(m)
+    done = {c.field for c in m.changes if c.reason != "switchboard"}  # taking one back is no answer
     for want, fields in WANT_FIELDS.items():
         if want not in before or want in after:
             assert not (done & fields), (want, m.changes)

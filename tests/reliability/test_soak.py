@@ -189,8 +189,26 @@ def check_like_reference(site: Site, ref: Reference) -> None:
         book, ref.phonebook
     )
     assert not duplicates(changes), f"changes logged twice: {duplicates(changes)[:5]}"
-    assert sorted(changes) == sorted(ref.changes), "the change log differs from a fault-free run's"
+    assert sorted(without_taken_back(changes)) == sorted(ref.changes), (
+        "the change log differs from a fault-free run's"
+    )
     assert site.pending() == 0
+
+
+def without_taken_back(changes: list[tuple[int, str, str, str, str]]) -> list[tuple[int, str, str, str, str]]:
+    """The change log less each number syncd wrote and later took back as a switchboard (a run whose
+    lookups failed for a colleague could not see yet that two contacts share it): both rows go, nothing
+    else may differ from a fault-free run's log."""
+    backs = [c for c in changes if c[1] not in ("email", "title") and c[3] == "" and c[2]]
+    out = list(changes)
+    for back in backs:
+        cid, slot, number = back[:3]
+        out.remove(back)
+        written = [c for c in out if c[:4] == (cid, slot, "", number)]
+        assert written, f"contact {cid}: {slot} {number} taken back but never written"
+        out.remove(written[0])
+    add_figure("soak_switchboards_taken_back", len(backs))
+    return out
 
 
 def figures(prefix: str, soak: Soak, runs: int, exits: Counter[Any], ref: Reference) -> None:
