@@ -11,9 +11,13 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from syncd.errors import EXIT_OK
+
+if TYPE_CHECKING:
+    from syncd.run_summary import RunSummary
+    from syncd.sim.launch import Simulators
 
 NEXT_STEPS = """\
 To point syncd at your real PBX and vendors:
@@ -24,6 +28,37 @@ To point syncd at your real PBX and vendors:
   3. See what a sync would change:          syncd --config /etc/syncd/syncd.toml --sync-now --dry-run
      and install the systemd unit (systemd/syncd.service) to keep the phonebook complete.
 """
+
+
+# the PBX endpoints that change the phonebook
+PBX_WRITES = ("company_contact/create", "company_contact/update", "company_contact/delete")
+
+
+def second_run_report(
+    *, vendor_calls: int, credits: int, pbx_writes: int, seconds: float | None, first_seconds: float | None
+) -> str:
+    """Both halves of the second run's claim, as measured at the simulators, and how long it took."""
+    took = "" if seconds is None else f"  it took {seconds:.1f} s"
+    if took and first_seconds is not None:
+        took += f" (the first run {first_seconds:.1f} s)"
+    return (
+        f"  bought: {vendor_calls} vendor calls, {credits} credits\n"
+        f"  written: {pbx_writes} PBX writes\n" + (took + "\n" if took else "")
+    )
+
+
+def _vendor_calls(sims: Simulators) -> int:
+    return sum(sum(s.calls.values()) for s in (sims.insideview, sims.leadfeeder, sims.contactout))
+
+
+def _pbx_writes(sims: Simulators) -> int:
+    return sum(sims.pbx.calls[name] for name in PBX_WRITES)
+
+
+def _duration(summary: RunSummary) -> float | None:
+    if summary.ended_at is None:
+        return None
+    return float((summary.ended_at - summary.started_at).total_seconds())
 
 
 def run_demo(
@@ -103,15 +138,19 @@ def run_demo(
                 )
             out.write("\nA second run finds nothing to buy and nothing to write:\n")
             out.flush()
-            calls_before = sum(
-                sum(s.calls.values()) for s in (sims.insideview, sims.leadfeeder, sims.contactout)
-            )
+            vendors_before, writes_before = _vendor_calls(sims), _pbx_writes(sims)
             second = run_locked(config, progress=for_terminal())
             print_summary(second)
-            calls_after = sum(
-                sum(s.calls.values()) for s in (sims.insideview, sims.leadfeeder, sims.contactout)
+            out.write(
+                second_run_report(
+                    vendor_calls=_vendor_calls(sims) - vendors_before,
+                    credits=sum(second.credits.values()),
+                    pbx_writes=_pbx_writes(sims) - writes_before,
+                    seconds=_duration(second),
+                    first_seconds=_duration(first),
+                )
+                + "\n"
             )
-            out.write(f"  vendor calls in the second run: {calls_after - calls_before}\n\n")
         if keep:
             out.write(
                 f"Config, links and state store kept in {workdir}\n"
