@@ -160,6 +160,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--seed", type=int, default=42, help="seed of the generated phonebook")
     p.add_argument("--keep", metavar="DIR", type=Path, help="keep the demo's config and state store in DIR")
+    p.add_argument(
+        "--resume",
+        metavar="DIR",
+        type=Path,
+        help="serve a demo kept with --keep DIR again (same ports, same phonebook) until Ctrl-C",
+    )
     return parser
 
 
@@ -226,6 +232,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         # the demo prints its own account of the run; events only with -v
         configure_logging(json=_json_logs(args), verbosity=max(0, _verbosity(args) - 1))
 
+        if args.resume is not None:
+            from syncd.demo import resume_demo
+
+            return resume_demo(args.resume)
         return run_demo(contacts=args.contacts, seed=args.seed, keep=args.keep, json_logs=_json_logs(args))
 
     from syncd.config import default_config_path, load_config

@@ -941,7 +941,28 @@ def load_config(path: Path | str, *, environ: Mapping[str, str] | None = None) -
             f"{path} holds an inline secret ({', '.join(inline)}) and is readable by group or others "
             f"(mode {mode:04o}): chmod 600 it, or use *_env / *_file"
         )
+    _warn_open_secret_files(config)
     return config
+
+
+def _warn_open_secret_files(config: Config) -> None:
+    """A `*_file` secret readable by group or others gets the inline secret's warning."""
+    for key, section in config.secret_sections():
+        source = section.secret_source
+        if not source.startswith("file:"):
+            continue
+        secret_path = Path(source.removeprefix("file:"))
+        try:
+            mode = secret_path.stat().st_mode & 0o777
+        except OSError:
+            continue  # it was read a moment ago; a file gone since is the next run's problem
+        if mode & 0o044:
+            keys = f"{key}.{section._CREDENTIAL}_file"
+            log.warning("config.insecure_permissions", path=str(secret_path), mode=f"{mode:04o}", keys=keys)
+            config.warnings.append(
+                f"{secret_path} holds a secret ({keys}) and is readable by group or others "
+                f"(mode {mode:04o}): chmod 600 it"
+            )
 
 
 __all__ = [

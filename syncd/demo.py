@@ -8,12 +8,18 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
 import sys
 import tempfile
+import threading
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from syncd.errors import EXIT_OK
+from syncd.errors import EXIT_OK, EXIT_TEMPFAIL
+
+if TYPE_CHECKING:
+    from syncd.run_summary import RunSummary
+    from syncd.sim.launch import Simulators
 
 NEXT_STEPS = """\
 To point syncd at your real PBX and vendors:
@@ -24,6 +30,39 @@ To point syncd at your real PBX and vendors:
   3. See what a sync would change:          syncd --config /etc/syncd/syncd.toml --sync-now --dry-run
      and install the systemd unit (systemd/syncd.service) to keep the phonebook complete.
 """
+
+
+STATE_FILE = "simulators.json"  # the simulators' state in a kept demo directory (see `resume_demo`)
+
+# the PBX endpoints that change the phonebook
+PBX_WRITES = ("company_contact/create", "company_contact/update", "company_contact/delete")
+
+
+def second_run_report(
+    *, vendor_calls: int, credits: int, pbx_writes: int, seconds: float | None, first_seconds: float | None
+) -> str:
+    """Both halves of the second run's claim, as measured at the simulators, and how long it took."""
+    took = "" if seconds is None else f"  it took {seconds:.1f} s"
+    if took and first_seconds is not None:
+        took += f" (the first run {first_seconds:.1f} s)"
+    return (
+        f"  bought: {vendor_calls} vendor calls, {credits} credits\n"
+        f"  written: {pbx_writes} PBX writes\n" + (took + "\n" if took else "")
+    )
+
+
+def _vendor_calls(sims: Simulators) -> int:
+    return sum(sum(s.calls.values()) for s in (sims.insideview, sims.leadfeeder, sims.contactout))
+
+
+def _pbx_writes(sims: Simulators) -> int:
+    return sum(sims.pbx.calls[name] for name in PBX_WRITES)
+
+
+def _duration(summary: RunSummary) -> float | None:
+    if summary.ended_at is None:
+        return None
+    return float((summary.ended_at - summary.started_at).total_seconds())
 
 
 def run_demo(
@@ -103,22 +142,72 @@ def run_demo(
                 )
             out.write("\nA second run finds nothing to buy and nothing to write:\n")
             out.flush()
-            calls_before = sum(
-                sum(s.calls.values()) for s in (sims.insideview, sims.leadfeeder, sims.contactout)
-            )
+            vendors_before, writes_before = _vendor_calls(sims), _pbx_writes(sims)
             second = run_locked(config, progress=for_terminal())
             print_summary(second)
-            calls_after = sum(
-                sum(s.calls.values()) for s in (sims.insideview, sims.leadfeeder, sims.contactout)
+            out.write(
+                second_run_report(
+                    vendor_calls=_vendor_calls(sims) - vendors_before,
+                    credits=sum(second.credits.values()),
+                    pbx_writes=_pbx_writes(sims) - writes_before,
+                    seconds=_duration(second),
+                    first_seconds=_duration(first),
+                )
+                + "\n"
             )
-            out.write(f"  vendor calls in the second run: {calls_after - calls_before}\n\n")
+            if keep:
+                sims.save_state(workdir / STATE_FILE)
         if keep:
             out.write(
-                f"Config, links and state store kept in {workdir}\n"
-                f"  e.g. syncd --config {config_path} history --json | head\n\n"
+                f"Config, links, state store and the simulators' state kept in {workdir}\n"
+                f"  serve the same simulators again:   syncd demo --resume {workdir}\n"
+                f"  then, in another terminal:          syncd --config {config_path} --sync-now --dry-run\n\n"
             )
         out.write(NEXT_STEPS)
         return code if code != EXIT_OK else second.exit_code
     finally:
         if keep is None:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def resume_demo(keep: Path, *, stream: TextIO | None = None, stop: threading.Event | None = None) -> int:
+    """`syncd demo --resume DIR`: serve a kept demo's simulators again, on the same ports and against the
+    phonebook its last run left, until Ctrl-C (or SIGTERM, or `stop`); the phonebook is saved back at
+    exit, so a resumed demo can be resumed again. Exit 78 when DIR holds no kept demo."""
+    from syncd.errors import EXIT_CONFIG
+    from syncd.sim.launch import Simulators
+
+    out = stream or sys.stdout
+    state, config_path = keep / STATE_FILE, keep / "syncd.toml"
+    if not state.is_file() or not config_path.is_file():
+        sys.stderr.write(f"syncd demo: {keep} holds no kept demo (run syncd demo --keep {keep} first)\n")
+        return EXIT_CONFIG
+    sims = Simulators.resume(state)
+    done = stop or threading.Event()
+    if stop is None:
+        signal.signal(signal.SIGTERM, lambda *_: done.set())
+        signal.signal(signal.SIGINT, lambda *_: done.set())
+    try:
+        sims.start()
+    except OSError as exc:
+        sys.stderr.write(f"syncd demo: cannot serve the kept demo's ports again ({exc.strerror})\n")
+        return EXIT_TEMPFAIL
+    try:
+        out.write(f"syncd demo: serving the kept demo in {keep} again ({len(sims.pbx.backup())} contacts)\n")
+        for name, server in sims.servers.items():
+            out.write(f"  {name:<11} {server.url}\n")
+        out.write(
+            "Try, in another terminal:\n"
+            f"  syncd --config {config_path} --sync-now --dry-run\n"
+            f"  syncd --config {config_path} --sync-now\n"
+            f"  syncd --config {config_path} history\n"
+            f"  syncd --config {config_path} status\n"
+            "Ctrl-C stops the simulators and keeps their phonebook for the next --resume.\n"
+        )
+        out.flush()
+        done.wait()
+        sims.save_state(state)
+    finally:
+        sims.stop()
+    out.write("syncd demo: stopped; the phonebook is saved\n")
+    return EXIT_OK

@@ -497,9 +497,7 @@ class SyncEngine:
                 held = now_held.get(entry.contact_id)
                 if base is None or held is None or managed_view(held) != managed_view(base):
                     # deleted or edited by a person since the pull: plan again next run
-                    self.store.journal_resolve(
-                        entry.id, "superseded", "the contact changed before the push", self.clock()
-                    )
+                    self._supersede(entry, "the contact changed before the push")
                     superseded += 1
                     self.progress.advance("push")
                     continue
@@ -572,15 +570,18 @@ class SyncEngine:
         self.store.journal_resolve(entry.id, "failed", str(exc), self.clock())
         summary.failures.append((entry.contact_id, str(exc)))
 
+    def _supersede(self, entry: JournalEntry, reason: str) -> None:
+        """Resolve a journal entry as superseded (planned again next run), logged with its contact."""
+        log.info("journal.superseded", contact_id=entry.contact_id, entry=entry.id, reason=reason)
+        self.store.journal_resolve(entry.id, "superseded", reason, self.clock())
+
     def _confirm(
         self, entry: JournalEntry, held: Contact, after: Contact | None, summary: RunSummary
     ) -> Contact | None:
         """The contact as the PBX now holds it when the update took; otherwise resolve the entry."""
         expected = apply_update(held, _rebased(entry.update, held))
         if after is None:
-            self.store.journal_resolve(
-                entry.id, "superseded", "the contact was deleted during the push", self.clock()
-            )
+            self._supersede(entry, "the contact was deleted during the push")
             return None
         if not _holds(after, expected, entry.update):
             reason = "the PBX accepted the update but does not hold the values sent"
@@ -685,9 +686,7 @@ class SyncEngine:
                 held = held_now.get(entry.contact_id)
                 base = bases.get(entry.contact_id)
                 if held is None or base is None:
-                    self.store.journal_resolve(
-                        entry.id, "superseded", "the contact no longer exists", self.clock()
-                    )
+                    self._supersede(entry, "the contact no longer exists")
                     superseded += 1
                 elif _holds(held, apply_update(base, _rebased(entry.update, base)), entry.update):
                     # sent before the stop or crash: confirm, log once
@@ -697,12 +696,7 @@ class SyncEngine:
                     to_send.append((entry, held))
                     continue  # advanced once sent
                 else:
-                    self.store.journal_resolve(
-                        entry.id,
-                        "superseded",
-                        "a person changed the contact before it was pushed",
-                        self.clock(),
-                    )
+                    self._supersede(entry, "a person changed the contact before it was pushed")
                     superseded += 1
                 self.progress.advance("resume")
             # every send finishes (or fails) before the next step, as in the push

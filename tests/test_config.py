@@ -559,6 +559,39 @@ def test_no_permissions_warning_for_private_file_or_env_secret(tmp_path: Path, t
     assert not any("readable" in w for w in config.warnings)
 
 
+@pytest.mark.parametrize("secret_mode", [0o644, 0o640, 0o604])
+def test_insecure_permissions_warning_for_a_secret_file_readable_by_others(
+    tmp_path: Path, secret_mode: int
+) -> None:
+    secret = tmp_path / "pbx-secret"
+    secret.write_text("file-secret-value-31\n")
+    secret.chmod(secret_mode)
+    path = write(tmp_path, FILE_SECRET, mode=0o600)  # the config file itself is private
+    with capture_logs() as events:
+        config = load_config(path, environ={})
+    assert config.pbx.client_secret == "file-secret-value-31"
+    warned = [e for e in events if e["event"] == "config.insecure_permissions"]
+    assert len(warned) == 1
+    assert warned[0]["path"] == str(secret)
+    assert warned[0]["mode"] == f"{secret_mode:04o}"
+    assert warned[0]["keys"] == "pbx.client_secret_file"
+    assert warned[0]["log_level"] == "warning"
+    [warning] = [w for w in config.warnings if "readable by group or others" in w]
+    assert str(secret) in warning and f"{secret_mode:04o}" in warning and "chmod 600" in warning
+    assert "file-secret-value-31" not in repr(events) + " ".join(config.warnings)
+
+
+@pytest.mark.parametrize("secret_mode", [0o600, 0o400])
+def test_no_permissions_warning_for_a_private_secret_file(tmp_path: Path, secret_mode: int) -> None:
+    secret = tmp_path / "pbx-secret"
+    secret.write_text("file-secret-value-32\n")
+    secret.chmod(secret_mode)
+    with capture_logs() as events:
+        config = load_config(write(tmp_path, FILE_SECRET, mode=0o644), environ={})
+    assert not [e for e in events if e["event"] == "config.insecure_permissions"]
+    assert not any("readable" in w for w in config.warnings)
+
+
 def test_password_in_state_url_counts_as_inline_secret_and_is_masked(tmp_path: Path) -> None:
     text = '[sync]\nstate_url = "postgresql+psycopg://syncd:db-password-77@db.example.com/syncd"\n' + MINIMAL
     with capture_logs() as events:

@@ -5,8 +5,9 @@ Used by the end-to-end tests, the benchmark, `syncd demo` and `python -m syncd.s
 
 from __future__ import annotations
 
+import json
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -47,10 +48,12 @@ class Simulators:
         *,
         vendors: Iterable[str] = VENDORS,
         options: SimOptions | None = None,
+        ports: Mapping[str, int] | None = None,
     ) -> None:
         opts = options or SimOptions()
         self.dataset = dataset
         self.vendors = tuple(vendors)
+        self.ports = dict(ports or {})  # simulator name -> fixed port (0 or absent: any free port)
         self.pbx = PbxSimulator(
             dataset, client_id=PBX_CLIENT_ID, client_secret=PBX_SECRET, faults=Faults(), **opts.pbx
         )
@@ -71,7 +74,7 @@ class Simulators:
             apps[name] = getattr(self, name).app
         try:
             for name, app in apps.items():
-                self.servers[name] = SimServer(app).start()
+                self.servers[name] = SimServer(app, port=self.ports.get(name, 0)).start()
         except BaseException:
             self.stop()
             raise
@@ -89,6 +92,33 @@ class Simulators:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+    def save_state(self, path: Path) -> Path:
+        """What `resume` needs to serve these simulators again: the dataset's size and seed, the vendors,
+        the ports and the PBX phonebook as it is now (the vendors' answers follow from the dataset)."""
+        state = {
+            "contacts": self.dataset.size,
+            "seed": self.dataset.seed,
+            "vendors": list(self.vendors),
+            "ports": {name: server.port for name, server in self.servers.items()} or self.ports,
+            "pbx_phonebook": self.pbx.phonebook_json(),
+        }
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(state), encoding="utf-8")
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def resume(cls, path: Path) -> Simulators:
+        """Simulators as `save_state` left them: same dataset, vendors, ports and PBX phonebook (not started)."""
+        state = json.loads(path.read_text(encoding="utf-8"))
+        sims = cls(
+            Dataset(int(state["contacts"]), seed=int(state["seed"])),
+            vendors=state["vendors"],
+            ports={str(k): int(v) for k, v in state["ports"].items()},
+        )
+        sims.pbx.load_phonebook_json(state["pbx_phonebook"])
+        return sims
 
     def url(self, name: str) -> str:
         return self.servers[name].url

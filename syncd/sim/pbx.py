@@ -318,6 +318,22 @@ class PbxSimulator:
         with self._lock:
             return dict(self._recs)
 
+    def phonebook_json(self) -> dict[str, Any]:
+        """The company contacts as plain JSON (`syncd demo --keep` saves them, `--resume` loads them)."""
+        with self._lock:
+            contacts = {str(cid): rec._asdict() for cid, rec in self._recs.items()}
+            return {"next_id": self._next_id, "contacts": contacts}
+
+    def load_phonebook_json(self, data: Mapping[str, Any]) -> None:
+        """Hold exactly the contacts `phonebook_json` saved (ids unchanged), as a restored backup."""
+        backup: dict[int, _Rec] = {}
+        for cid, fields in data["contacts"].items():
+            values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+            backup[int(cid)] = _Rec(**values)
+        self.restore(backup)
+        with self._lock:
+            self._next_id = max(self._next_id, int(data["next_id"]))
+
     def restore(self, backup: Mapping[int, Any]) -> None:
         """Put the company contacts back as `backup` held them (a PBX restored from a backup): contacts
         created since are gone, every other contact has its backed-up values again, ids unchanged."""

@@ -13,12 +13,15 @@ Failure contract:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
 from datetime import datetime
-from typing import Protocol, runtime_checkable
+from typing import Final, Protocol, runtime_checkable
 
 from syncd.logs import get_logger
-from syncd.model import EnrichmentResult, LookupRequest, Outcome, Vendor
+from syncd.merge import SkipReason
+from syncd.model import EnrichmentResult, LookupRequest, NumberSlot, Outcome, PhoneKind, Vendor
 from syncd.vendors.matching import IDENTITY_MISMATCH, linked_identity
 
 log = get_logger("syncd.vendors")
@@ -73,9 +76,78 @@ def error_result(
     )
 
 
-def log_rejected_value(vendor: Vendor, field: str, reason: str, **ids: object) -> None:
-    """A vendor value that fails validation is dropped; the value itself stays out of the log."""
-    log.info("vendor.value_rejected", vendor=vendor.value, field=field, reason=reason, **ids)
+# The syncd field a vendor number of each kind is written to first (the merge's number groups); a
+# number too broken to have a kind is an other_number, as the merge files a number of unknown kind.
+PHONE_FIELD: Final[dict[PhoneKind, str]] = {
+    PhoneKind.mobile: NumberSlot.mobile_number.value,
+    PhoneKind.direct: NumberSlot.business_number.value,
+    PhoneKind.work: NumberSlot.business_number.value,
+    PhoneKind.landline: NumberSlot.business_number.value,
+    PhoneKind.corporate: NumberSlot.business_number.value,
+    PhoneKind.fax: NumberSlot.business_fax.value,
+    PhoneKind.other: NumberSlot.other_number.value,
+}
+EMAIL_FIELD: Final = "email"
+
+
+def phone_field(kind: PhoneKind | None) -> str:
+    """syncd's field name for a vendor number of this kind (`mobile_number`, `business_number`...)."""
+    return PHONE_FIELD[kind or PhoneKind.other]
+
+
+# (vendor id, field, reason) of the values dropped in the current `lookup`, logged per contact at its end
+_pending: ContextVar[list[tuple[str | None, str, SkipReason]] | None] = ContextVar(
+    "syncd_rejected_values", default=None
+)
+
+
+def log_rejected_value(
+    vendor: Vendor,
+    field: str,
+    reason: SkipReason,
+    *,
+    contact_id: int | None = None,
+    vendor_id: str | None = None,
+) -> None:
+    """A vendor value that fails validation is dropped; the value itself stays out of the log.
+
+    `field` is syncd's field name (`email`, `mobile_number`, `title`...), `reason` one of the merge's
+    `SkipReason`s. Without a `contact_id` (a vendor record not yet tied to a contact) inside
+    `rejections_by_contact`, the event waits for the lookup's results and is logged once per contact
+    that got the record.
+    """
+    pending = _pending.get()
+    if contact_id is None and pending is not None:
+        pending.append((vendor_id, field, reason))
+        return
+    log.info(
+        "vendor.value_rejected",
+        vendor=vendor.value,
+        contact_id=contact_id,
+        vendor_id=vendor_id,
+        field=field,
+        reason=reason.value,
+    )
+
+
+@contextmanager
+def rejections_by_contact(vendor: Vendor) -> Iterator[list[EnrichmentResult]]:
+    """Collect the rejections of vendor records during a lookup; at exit, log each of them with the
+    contact id of every result the caller put into the yielded list that carries the record's vendor id
+    (once per contact that got the record; without one, with no contact id)."""
+    pending: list[tuple[str | None, str, SkipReason]] = []
+    results: list[EnrichmentResult] = []
+    token = _pending.set(pending)
+    try:
+        yield results
+    finally:
+        _pending.reset(token)
+    by_vendor_id: dict[str | None, list[int | None]] = {}
+    for result in results:
+        by_vendor_id.setdefault(result.vendor_id, []).append(result.contact_id)
+    for vendor_id, field, reason in pending:
+        for contact_id in by_vendor_id.get(vendor_id) or [None]:
+            log_rejected_value(vendor, field, reason, contact_id=contact_id, vendor_id=vendor_id)
 
 
 def check_identities(

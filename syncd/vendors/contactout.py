@@ -89,6 +89,7 @@ import phonenumbers
 from syncd.errors import AuthError, MalformedResponse, OutOfCredits, ServiceError, ServiceUnavailable
 from syncd.http import HttpSettings, RateLimiter, ServiceClient, json_body
 from syncd.logs import get_logger, redact, register_secret
+from syncd.merge import SkipReason
 from syncd.model import (
     EmailKind,
     EnrichmentResult,
@@ -101,7 +102,15 @@ from syncd.model import (
 )
 from syncd.normalize import clean_email, email_key, fold_company, fold_text, to_e164
 from syncd.vendors import matching
-from syncd.vendors.base import check_identities, error_result, log_rejected_value, result_template
+from syncd.vendors.base import (
+    EMAIL_FIELD,
+    check_identities,
+    error_result,
+    log_rejected_value,
+    phone_field,
+    rejections_by_contact,
+    result_template,
+)
 from syncd.vendors.matching import accept_match
 
 log = get_logger("syncd.vendors.contactout")
@@ -370,6 +379,12 @@ class ContactOutProvider:
         return cost
 
     async def lookup(self, requests: Sequence[LookupRequest]) -> list[EnrichmentResult]:
+        with rejections_by_contact(self.vendor) as done:
+            results = await self._lookup(requests)
+            done.extend(results)
+        return results
+
+    async def _lookup(self, requests: Sequence[LookupRequest]) -> list[EnrichmentResult]:
         self._raise_if_stopped()
         fetched_at = self._clock()
         results: list[EnrichmentResult | None] = [None] * len(requests)
@@ -529,7 +544,7 @@ class ContactOutProvider:
     def _error(self, request: LookupRequest, fetched_at: datetime, reason: str) -> EnrichmentResult:
         return error_result(self.vendor, request, fetched_at, reason)
 
-    def _reject(self, vendor_id: str | None, field: str, reason: str) -> None:
+    def _reject(self, vendor_id: str | None, field: str, reason: SkipReason) -> None:
         log_rejected_value(self.vendor, field, reason, vendor_id=vendor_id)
 
     def _values(
@@ -556,7 +571,7 @@ class ContactOutProvider:
                 sent_email = True
                 address = clean_email(raw)
                 if address is None:
-                    self._reject(vendor_id, "email", "invalid_email")
+                    self._reject(vendor_id, EMAIL_FIELD, SkipReason.invalid_email)
                     continue
                 if email_key(address) in seen:
                     continue
@@ -572,7 +587,8 @@ class ContactOutProvider:
             sent_phone = True
             number = to_e164(raw, self._region)
             if number is None:
-                self._reject(vendor_id, "phone", "invalid_number")
+                # too broken to have a kind: filed as the merge files a number of unknown kind
+                self._reject(vendor_id, phone_field(None), SkipReason.invalid_number)
             elif all(p.number != number for p in found_phones):
                 found_phones.append(FoundPhone(number=number, kind=phone_kind(number)))
         return _Values(tuple(emails), tuple(found_phones), sent_email, sent_phone)

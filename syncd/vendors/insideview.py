@@ -55,6 +55,7 @@ from defusedxml import ElementTree as SafeET
 from syncd.errors import AuthError, MalformedResponse, OutOfCredits, ServiceError, ServiceUnavailable
 from syncd.http import HttpSettings, ServiceClient, json_body
 from syncd.logs import get_logger, register_secret
+from syncd.merge import SkipReason
 from syncd.model import (
     EmailKind,
     EnrichmentResult,
@@ -66,7 +67,7 @@ from syncd.model import (
     Vendor,
 )
 from syncd.normalize import clean_email, to_e164
-from syncd.vendors.base import check_identities, error_result, log_rejected_value
+from syncd.vendors.base import EMAIL_FIELD, check_identities, error_result, log_rejected_value, phone_field
 
 log = get_logger("syncd.vendors.insideview")
 
@@ -450,17 +451,19 @@ class InsideViewProvider:
             credits=credits,
         )
 
-    def _rejected(self, request: LookupRequest, contact: _Contact, field_name: str, reason: str) -> None:
+    def _rejected(
+        self, request: LookupRequest, contact: _Contact, field_name: str, reason: SkipReason
+    ) -> None:
         log_rejected_value(
             self.vendor, field_name, reason, contact_id=request.contact_id, vendor_id=contact.contact_id
         )
 
     def _emails(self, request: LookupRequest, contact: _Contact) -> tuple[FoundEmail, ...]:
         found: dict[str, FoundEmail] = {}
-        for field_name, raw, status in contact.emails:
+        for _, raw, status in contact.emails:
             address = clean_email(raw)
             if address is None:
-                self._rejected(request, contact, field_name, "not a valid email address")
+                self._rejected(request, contact, EMAIL_FIELD, SkipReason.invalid_email)
                 continue
             key = address.lower()
             if key not in found:
@@ -474,10 +477,10 @@ class InsideViewProvider:
 
     def _phones(self, request: LookupRequest, contact: _Contact) -> tuple[FoundPhone, ...]:
         found: dict[str, FoundPhone] = {}
-        for field_name, raw, kind in contact.phones:
+        for _, raw, kind in contact.phones:
             number = to_e164(raw, self.default_region)
             if number is None:
-                self._rejected(request, contact, field_name, "not a valid phone number")
+                self._rejected(request, contact, phone_field(kind), SkipReason.invalid_number)
                 continue
             if number not in found:
                 found[number] = FoundPhone(number=number, kind=kind)

@@ -33,6 +33,7 @@ import httpx
 from syncd.errors import AuthError, MalformedResponse, OutOfCredits, ServiceError
 from syncd.http import HttpSettings, ServiceClient, json_body
 from syncd.logs import get_logger, redact, register_secret
+from syncd.merge import SkipReason
 from syncd.model import (
     EmailKind,
     EnrichmentResult,
@@ -44,7 +45,15 @@ from syncd.model import (
     Vendor,
 )
 from syncd.normalize import clean_email, email_key, to_e164
-from syncd.vendors.base import check_identities, error_result, log_rejected_value, result_template
+from syncd.vendors.base import (
+    EMAIL_FIELD,
+    check_identities,
+    error_result,
+    log_rejected_value,
+    phone_field,
+    rejections_by_contact,
+    result_template,
+)
 
 log = get_logger("syncd.vendors.leadfeeder")
 
@@ -132,6 +141,12 @@ class LeadfeederProvider:
         return len(ids) * (2 if self._include_company else 1)
 
     async def lookup(self, requests: Sequence[LookupRequest]) -> list[EnrichmentResult]:
+        with rejections_by_contact(self.vendor) as done:
+            results = await self._lookup(requests)
+            done.extend(results)
+        return results
+
+    async def _lookup(self, requests: Sequence[LookupRequest]) -> list[EnrichmentResult]:
         fetched_at = self._clock()
         by_id: dict[str, list[int]] = {}  # vendor id -> positions in `requests`
         results: list[EnrichmentResult | None] = [None] * len(requests)
@@ -283,7 +298,7 @@ class LeadfeederProvider:
     def _error(self, request: LookupRequest, fetched_at: datetime, reason: str) -> EnrichmentResult:
         return error_result(self.vendor, request, fetched_at, reason)
 
-    def _reject(self, vid: str, field: str, reason: str) -> None:
+    def _reject(self, vid: str, field: str, reason: SkipReason) -> None:
         log_rejected_value(self.vendor, field, reason, vendor_id=vid)
 
     def _normalise(
@@ -297,23 +312,23 @@ class LeadfeederProvider:
             raw = entry.get("address")
             address = clean_email(raw) if isinstance(raw, str) else None
             if address is None:
-                self._reject(vid, "email", "invalid_email")
+                self._reject(vid, EMAIL_FIELD, SkipReason.invalid_email)
             elif all(email_key(e.address) != email_key(address) for e in emails):
                 emails.append(FoundEmail(address=address, kind=EmailKind.work, verification=None))
         phones: list[FoundPhone] = []
         for entry in _entries(attrs, "phones"):
+            kind = _PHONE_KINDS.get(str(entry.get("type")), PhoneKind.other)
             blacklisted = entry.get("blacklisted")
             if blacklisted is not False:
-                # True: do not call. Missing or odd: it may be, so leave the number out as well.
+                # True: do not call. Missing or odd: it may be, so it is left out as blacklisted too.
                 if blacklisted is not True:
-                    self._reject(vid, "phone", "blacklist_flag_missing")
+                    self._reject(vid, phone_field(kind), SkipReason.blacklisted)
                 continue
             raw = entry.get("number")
             number = to_e164(raw, self._region) if isinstance(raw, str) else None
             if number is None:
-                self._reject(vid, "phone", "invalid_number")
+                self._reject(vid, phone_field(kind), SkipReason.invalid_number)
             elif all(p.number != number for p in phones):
-                kind = _PHONE_KINDS.get(str(entry.get("type")), PhoneKind.other)
                 phones.append(FoundPhone(number=number, kind=kind))
         position = attrs.get("position")
         if position is not None and not isinstance(position, dict):

@@ -473,6 +473,9 @@ def test_a_person_editing_or_deleting_a_contact_during_the_run_wins(gated: tuple
     done = finished(result)
     assert done["superseded"] == 2
     assert done["updated"] == done["planned_updates"] - 2
+    superseded = result.event("journal.superseded")
+    assert sorted(e["contact_id"] for e in superseded) == [1, 4]
+    assert all(e["reason"] == "the contact changed before the push" for e in superseded)
     assert {e["contact_id"] for e in result.event("contact.changed")}.isdisjoint({1, 4})
     assert env.pbx.contact(1)["email"] == "typed.by@person.example"
     assert env.pbx.contact(1)["remark"] == before[1]["remark"]  # nothing of the superseded update went

@@ -20,6 +20,7 @@ from structlog.testing import capture_logs
 
 from syncd.errors import AuthError, MalformedResponse, OutOfCredits, ServiceUnavailable
 from syncd.http import HttpSettings
+from syncd.merge import SkipReason
 from syncd.model import EmailKind, EnrichmentResult, LookupRequest, Outcome, PhoneKind, Vendor
 from syncd.normalize import clean_email, fold_company, to_e164
 from syncd.sim.contactout import RATE_CLASS, ContactOutSimulator, linkedin_slug
@@ -904,7 +905,12 @@ async def test_garbage_values_are_dropped_and_logged(caplog: pytest.LogCaptureFi
     assert result.outcome is Outcome.found and result.vendor_id == p.linkedin_url
     assert result.emails == () and result.phones == ()
     rejected = named(events, "vendor.value_rejected")
-    assert {e["field"] for e in rejected} == {"email", "phone"}
+    # syncd's field names, the merge's reasons, and the contact the profile was found for
+    assert {(e["field"], e["reason"]) for e in rejected} == {
+        ("email", SkipReason.invalid_email.value),
+        ("other_number", SkipReason.invalid_number.value),
+    }
+    assert {e["contact_id"] for e in rejected} == {p.contact_id}
     assert "n/a" not in repr(result) and "not-a-number" not in repr(result)
     assert result.credits == 3 == charged_total(sim)  # garbage is charged all the same
 

@@ -16,13 +16,14 @@ from structlog.testing import capture_logs
 
 from syncd.errors import AuthError, MalformedResponse, OutOfCredits, ServiceUnavailable
 from syncd.http import HttpSettings
+from syncd.merge import SkipReason
 from syncd.model import EmailKind, EnrichmentResult, LookupRequest, Outcome, PhoneKind, Vendor
 from syncd.normalize import to_e164
 from syncd.sim.dataset import INSIDEVIEW_ID_BASE, Dataset, Route
 from syncd.sim.faults import Faults
 from syncd.sim.insideview import XML_BOMB, InsideViewSimulator, format_expiration
 from syncd.sim.server import SimServer
-from syncd.vendors.base import Provider
+from syncd.vendors.base import PHONE_FIELD, Provider
 from syncd.vendors.insideview import (
     InsideViewProvider,
     _BadRecord,
@@ -278,8 +279,14 @@ async def test_garbage_values_never_come_out() -> None:
         assert result.title == ds.person(result.contact_id).title
     rejected = [e for e in logs if e["event"] == "vendor.value_rejected"]
     assert {e["contact_id"] for e in rejected} == set(garbage)
-    assert {e["field"] for e in rejected} >= {"email", "phone", "corporatePhone"}
-    assert all(e["vendor"] == "insideview" and e["reason"] for e in rejected)
+    # syncd's field names (never the vendor's corporatePhone/directPhone) and the merge's reasons
+    assert {e["field"] for e in rejected} >= {"email", "business_number"}
+    assert {e["field"] for e in rejected} <= {"email", *PHONE_FIELD.values()}
+    assert all(e["vendor"] == "insideview" for e in rejected)
+    assert {e["reason"] for e in rejected} <= {
+        SkipReason.invalid_email.value,
+        SkipReason.invalid_number.value,
+    }
 
 
 async def test_html_instead_of_json_is_malformed() -> None:

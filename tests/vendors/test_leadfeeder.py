@@ -16,12 +16,13 @@ from structlog.testing import capture_logs
 from syncd.errors import AuthError, MalformedResponse, OutOfCredits
 from syncd.http import HttpSettings
 from syncd.logs import MASK, redact
+from syncd.merge import SkipReason
 from syncd.model import EmailKind, LookupRequest, Outcome, PhoneKind, Vendor
 from syncd.sim.dataset import LEADFEEDER_ID_BASE, Dataset, Route
 from syncd.sim.faults import Faults
 from syncd.sim.leadfeeder import LeadfeederSimulator
 from syncd.sim.server import SimServer
-from syncd.vendors.base import Provider
+from syncd.vendors.base import PHONE_FIELD, Provider
 from syncd.vendors.leadfeeder import BURST, MAX_IDS, RATE_PER_SECOND, LeadfeederProvider
 
 KEY = "lf-test-key-0123456789"
@@ -313,11 +314,15 @@ async def test_garbage_values_are_dropped(caplog: pytest.LogCaptureFixture) -> N
         assert result.title == dataset.person(cid).title
         assert "n/a" not in repr(result) and "not-a-number" not in repr(result)
     rejected = events_named(events, "vendor.value_rejected")
-    assert {(e["field"], e["reason"]) for e in rejected} == {
-        ("email", "invalid_email"),
-        ("phone", "invalid_number"),
+    # syncd's field names and the merge's reasons, each rejection with the contact that got the record
+    assert {(e["field"], e["reason"]) for e in rejected} <= {
+        ("email", SkipReason.invalid_email.value),
+        *((slot, SkipReason.invalid_number.value) for slot in PHONE_FIELD.values()),
     }
+    assert {e["field"] for e in rejected} >= {"email"}
     assert len(rejected) == 2 * len(garbage)
+    assert sorted(e["contact_id"] for e in rejected) == sorted(garbage * 2)
+    assert all(e["vendor_id"] == lf_id(e["contact_id"]) for e in rejected)
 
 
 async def test_malformed_record_is_isolated(caplog: pytest.LogCaptureFixture) -> None:
