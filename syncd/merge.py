@@ -36,14 +36,17 @@ after syncd had seen the contact (the diff of `base` and `current`, recorded in 
 and from then on as the person-owned field state `kind:<group>`; a person-owned slot that is now empty, or
 that held a number syncd wrote, closes it too): a closed kind gets no number at all, so a number a person
 removed never comes back in the sibling slot. A person adding a number does not close the kind; that slot
-becomes person-owned and the others stay free. A group without a free slot is not open.
+becomes person-owned and the others stay free. A group without a free slot is not open, and neither is
+the mobile group while it holds a valid number the policy keeps (one mobile is enough: a vendor asked for
+a second mostly sells back the one held).
 
 The group's source is the first result with an acceptable number of the group's kinds (valid, not
 blacklisted, not a switchboard, with a PBX-valid rendering that reads back as the same number); its new
 numbers fill the group's free slots, and what does not fit is skipped with "no free slot". A switchboard
 (`syncd.switchboards`: a vendor's corporate, toll-free or shared-cost number, or a number in
 `settings.switchboards`, the phonebook's numbers held by or proposed for two or more contacts) is never
-written: it is skipped with "switchboard". Under `refresh` a number syncd wrote is stale when neither the
+written: it is skipped with "switchboard"; one syncd wrote itself (still as written) before the phonebook
+showed it shared is taken out (a change to "" with reason "switchboard"). Under `refresh` a number syncd wrote is stale when neither the
 source nor an earlier result lists it (any kind); stale slots are replaced first, then empty slots filled.
 Groups are filled in waterfall order of their sources, so a number two vendors file under different kinds
 lands where the earlier vendor put it. A number the contact already holds in any slot, in any notation, is
