@@ -19,6 +19,7 @@ import json
 import os
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
@@ -1295,6 +1296,19 @@ def _prepare_sqlite_file(path: str) -> None:
     os.close(fd)
 
 
+def _switch_to_wal(cur: Any) -> Any:
+    """`PRAGMA journal_mode = WAL`, waiting like busy_timeout: the switch needs an exclusive lock and SQLite
+    answers "database is locked" at once, without its busy handler, while another first open holds one."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            return cur.execute("PRAGMA journal_mode = WAL").fetchone()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.005)
+
+
 def _configure_sqlite(engine: Engine, *, wal: bool) -> None:
     def on_connect(dbapi_conn: Any, _record: Any) -> None:
         # Let SQLAlchemy's "begin" event below emit BEGIN (the sqlite3 module's implicit BEGIN is
@@ -1305,7 +1319,7 @@ def _configure_sqlite(engine: Engine, *, wal: bool) -> None:
             cur.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
             cur.execute("PRAGMA foreign_keys = ON")
             if wal:
-                mode = cur.execute("PRAGMA journal_mode = WAL").fetchone()
+                mode = _switch_to_wal(cur)
                 if mode is None or str(mode[0]).lower() != "wal":
                     raise sqlite3.OperationalError(f"cannot switch to WAL journal mode (got {mode!r})")
             # FULL: a commit the journal reports is on disk, even across a power cut
