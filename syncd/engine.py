@@ -526,14 +526,7 @@ class SyncEngine:
                 elif isinstance(outcome, BaseException):
                     raise outcome
             if done:
-                after = await pbx.query_contacts(e.contact_id for e, _ in done)
-                confirmed = [
-                    (entry, now)
-                    for entry, held in done
-                    if (now := self._confirm(entry, held, after.get(entry.contact_id), summary)) is not None
-                ]
-                self._applied(run_id, confirmed, summary)
-                applied += len(confirmed)
+                applied += await self._read_back(pbx, run_id, done, summary)
                 self.progress.advance("push", len(done))
             if summary.unreachable:
                 log.error(
@@ -574,6 +567,23 @@ class SyncEngine:
         """Resolve a journal entry as superseded (planned again next run), logged with its contact."""
         log.info("journal.superseded", contact_id=entry.contact_id, entry=entry.id, reason=reason)
         self.store.journal_resolve(entry.id, "superseded", reason, self.clock())
+
+    async def _read_back(
+        self,
+        pbx: YeastarClient,
+        run_id: str,
+        done: Sequence[tuple[JournalEntry, Contact]],
+        summary: RunSummary,
+    ) -> int:
+        """Read back the contacts of sent entries and store those the PBX confirms; returns how many."""
+        after = await pbx.query_contacts(e.contact_id for e, _ in done)
+        confirmed = [
+            (entry, now)
+            for entry, held in done
+            if (now := self._confirm(entry, held, after.get(entry.contact_id), summary)) is not None
+        ]
+        self._applied(run_id, confirmed, summary)
+        return len(confirmed)
 
     def _confirm(
         self, entry: JournalEntry, held: Contact, after: Contact | None, summary: RunSummary
@@ -703,14 +713,7 @@ class SyncEngine:
             sent = await asyncio.gather(*(send(e, h) for e, h in to_send), return_exceptions=True)
             done = [pair for pair, ok in zip(to_send, sent, strict=True) if ok is True]
             if done:
-                after = await pbx.query_contacts(e.contact_id for e, _ in done)
-                back = [
-                    (entry, now)
-                    for entry, held in done
-                    if (now := self._confirm(entry, held, after.get(entry.contact_id), summary)) is not None
-                ]
-                self._applied(run_id, back, summary)
-                resumed += len(back)
+                resumed += await self._read_back(pbx, run_id, done, summary)
             self.progress.advance("resume", len(to_send))
             log.info(
                 "journal.resume_progress",
